@@ -1,0 +1,145 @@
+"""What a backbone is: a frozen model, its preprocessing, and the named layers it can return.
+
+A backbone never reads image files; the extraction engine feeds it normalised batches built from
+:class:`Preprocess`, the one place that says how a model wants its pixels (like timm's
+``pretrained_cfg``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+
+POOLINGS = ("avg", "max")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How to turn an image into the model's input.
+
+    ``crop="center"``: resize the short side to ``resize_size`` then take the central
+    ``input_size`` square (the ImageNet evaluation convention, ``crop_pct = input/resize``).
+    ``crop="full"``: warp the whole image to ``input_size`` square (the paper's "whole image
+    resized to the network input").
+    """
+
+    input_size: int = 224
+    resize_size: int = 256
+    crop: str = "center"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("center", "full"):
+            raise ValueError(f"crop must be 'center' or 'full', got {self.crop!r}")
+        if self.interpolation not in ("bicubic", "bilinear", "nearest", "lanczos"):
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+
+    @classmethod
+    def from_timm_cfg(cls, cfg: dict, **overrides) -> "Preprocess":
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        crop_pct = float(cfg.get("crop_pct", 0.875) or 1.0)
+        values = dict(
+            input_size=size,
+            resize_size=int(round(size / crop_pct)),
+            interpolation=cfg.get("interpolation", "bicubic") or "bicubic",
+            mean=tuple(float(m) for m in cfg.get("mean", cls.mean)),
+            std=tuple(float(s) for s in cfg.get("std", cls.std)),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Backbone:
+    """A frozen model plus everything needed to feed it and read features out of it.
+
+    ``layers`` maps public layer names to module names of ``model`` (``""`` is the model's output).
+    Any other named module can be asked for by its module name.
+    """
+
+    name: str
+    model: nn.Module
+    preprocess: Preprocess
+    default_layer: str
+    layers: dict[str, str] = field(default_factory=dict)
+    weights: str = ""  # where the weights came from, recorded in the feature files
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        if self.default_layer not in self.layers and self.default_layer not in self._module_names():
+            raise ValueError(f"{self.name}: default layer {self.default_layer!r} is not a layer of the model")
+
+    def _module_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_modules() if n]
+
+    def layer_names(self) -> list[str]:
+        """Public aliases first, then every named module."""
+        return list(self.layers) + [n for n in self._module_names() if n not in self.layers]
+
+    def resolve_layer(self, layer: str) -> str:
+        if layer in self.layers:
+            return self.layers[layer]
+        if layer in dict(self.model.named_modules()) and layer:
+            return layer
+        aliases = ", ".join(self.layers)
+        raise ValueError(
+            f"backbone {self.name!r} has no layer {layer!r}; named layers: {aliases}; "
+            f"run `cnnbench layers {self.name}` for all {len(self._module_names())} module names"
+        )
+
+    def to(self, device: torch.device | str) -> "Backbone":
+        self.model.to(device)
+        return self
+
+    def features(self, x: torch.Tensor, layers: Iterable[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
+        """One forward pass; returns a 2-D (batch, dim) tensor per requested layer.
+
+        Spatial maps (N, C, H, W) are pooled over H, W; token sequences (N, T, C) are averaged
+        over tokens. ``pooling`` is ``"avg"`` or ``"max"``.
+        """
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        layers = list(dict.fromkeys(layers))
+        targets = {layer: self.resolve_layer(layer) for layer in layers}
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        modules = dict(self.model.named_modules())
+        for module_name in set(targets.values()):
+            if module_name == "":
+                continue
+
+            def hook(_mod, _inp, out, _name=module_name):
+                captured[_name] = out
+
+            handles.append(modules[module_name].register_forward_hook(hook))
+        try:
+            output = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        captured[""] = output
+        return {layer: _flatten(captured[m], pooling) for layer, m in targets.items()}
+
+
+def _flatten(t: torch.Tensor, pooling: str) -> torch.Tensor:
+    if isinstance(t, (tuple, list)):
+        t = t[0]
+    if t.ndim == 4:
+        return t.amax(dim=(2, 3)) if pooling == "max" else t.mean(dim=(2, 3))
+    if t.ndim == 3:
+        return t.amax(dim=1) if pooling == "max" else t.mean(dim=1)
+    if t.ndim == 2:
+        return t
+    return t.reshape(t.shape[0], -1)

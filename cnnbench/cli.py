@@ -1,0 +1,282 @@
+"""The ``cnnbench`` command: extract | evaluate | compare | plugins | datasets | layers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, plugins
+from . import params as P
+from .errors import CnnbenchError
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+def _create(kind: str, name: str, **options: Any):
+    """Build a plugin object; option mistakes become one clear message."""
+    try:
+        return plugins.create(kind, name, **options)
+    except CnnbenchError:
+        raise
+    except TypeError as exc:
+        raise CnnbenchError(f"{kind} {name!r} rejected its options {sorted(options)}: {exc}") from exc
+
+
+class Ctx:
+    def __init__(self, params_path: str):
+        self.params_path = params_path
+        self.params = P.load(params_path)
+
+    def backbone(self, name: str, weights: str | None = None, extra: dict | None = None):
+        opts = P.options_for(self.params, "backbone_options", name)
+        opts.update(extra or {})
+        if weights:
+            opts["weights"] = weights
+        return _create("backbone", name, **opts)
+
+    def dataset(self, name: str, data_root: str | None = None, extra: dict | None = None):
+        opts = P.options_for(self.params, "dataset_options", name)
+        opts.update(extra or {})
+        return _create("dataset", name, data_root=P.data_root(self.params, data_root), **opts)
+
+    def head(self, name: str, extra: dict | None = None):
+        opts = P.options_for(self.params, "head_options", name)
+        opts.update(extra or {})
+        return _create("head", name, **opts)
+
+    def features_dir(self, backbone: str, dataset: str) -> Path:
+        return Path(self.params["features_dir"]) / backbone / dataset
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cnnbench")
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              help="Parameter file; missing is fine (built-in defaults).")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+@click.pass_context
+def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
+    """Frozen CNN features + simple heads, side by side with Razavian et al. (2014)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        ctx.obj = Ctx(params_path)
+    except CnnbenchError as exc:
+        _fail(exc)
+
+
+# -- plugins, data sets, layers -------------------------------------------------------------------------
+
+
+@main.command("plugins")
+def plugins_cmd() -> None:
+    """List plugins, their versions and what each registers; report broken ones."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="cnnbench plugins (entry-point group 'cnnbench')")
+    for col in ("plugin", "package", "version", "backbones", "datasets", "heads"):
+        t.add_column(col)
+    for info in plugins.plugin_infos():
+        reg = info.registered
+        t.add_row(info.name, info.distribution, info.version,
+                  ", ".join(reg["backbone"]), ", ".join(reg["dataset"]), ", ".join(reg["head"]))
+    console = Console(width=140)
+    console.print(t)
+    failures = plugins.failures()
+    for f in failures:
+        console.print(f"[red]plugin {f.plugin!r} failed ({f.stage}): {f.error}[/red]")
+    if failures:
+        console.print("[yellow]the other plugins work; fix or uninstall the broken ones[/yellow]")
+
+
+@main.command("datasets")
+@click.option("--data-root", help="Folder holding the data sets (default: $CNNBENCH_DATA, params data_root).")
+@pass_ctx
+def datasets_cmd(ctx: Ctx, data_root: str | None) -> None:
+    """List data sets and whether their files are present."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"cnnbench data sets (data root: {P.data_root(ctx.params, data_root)})")
+    for col in ("name", "task", "present", "path", "description"):
+        t.add_column(col)
+    for name in plugins.names("dataset"):
+        reg, _ = plugins.lookup("dataset", name)
+        try:
+            ds = ctx.dataset(name, data_root)
+            present = "yes" if ds.present() else "no"
+            t.add_row(name, ds.task, present, str(ds.root or "(bundled)"), ds.description or reg.description)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the others
+            t.add_row(name, "?", "error", "", f"{type(exc).__name__}: {exc}")
+    Console(width=160).print(t)
+
+
+@main.command("layers")
+@click.argument("backbone")
+@click.option("--weights", help="Weights file for the backbone.")
+@pass_ctx
+def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
+    """List the layer names BACKBONE can return (aliases first)."""
+    try:
+        bb = ctx.backbone(backbone, weights)
+    except CnnbenchError as exc:
+        _fail(exc)
+    for name in bb.layer_names():
+        mark = " (default)" if name == bb.default_layer else ""
+        target = f" -> {bb.layers[name] or '<model output>'}" if name in bb.layers else ""
+        click.echo(f"{name}{target}{mark}")
+
+
+# -- extract ---------------------------------------------------------------------------------------------
+
+
+def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | None = None, splits=(),
+             layers=(), weights=None, data_root=None, batch_size=None, workers=None, device=None,
+             overwrite=False, progress=True, dataset_opts=None, backbone_opts=None, backbone=None):
+    from .extract import extract_split
+
+    settings = ctx.params["extract"]
+    dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
+    dataset.check()
+    backbone = backbone or ctx.backbone(backbone_name, weights, backbone_opts)
+    out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name)
+    results = []
+    for split in splits or dataset.splits:
+        if split not in dataset.splits:
+            raise CnnbenchError(f"data set {dataset_name!r} has splits {list(dataset.splits)}, not {split!r}")
+        res = extract_split(
+            backbone, dataset, split, out / f"{split}.h5",
+            layers=list(layers) or list(settings.get("layers") or []) or None,
+            pooling=settings.get("pooling", "avg"),
+            batch_size=int(batch_size or settings.get("batch_size", 64)),
+            workers=int(workers if workers is not None else settings.get("workers") or 0) or None,
+            device=device or settings.get("device", "auto"),
+            progress=progress, overwrite=overwrite,
+        )
+        if res.cached:
+            click.echo(f"{res.path}: up to date ({res.written} images)")
+        else:
+            click.echo(f"{res.path}: {res.written} images, {len(res.skipped)} skipped, "
+                       f"{res.images_per_s:.1f} images/s")
+        for sid, why in res.skipped:
+            click.echo(f"  skipped {why}", err=True)
+        results.append(res)
+    return backbone, results
+
+
+@main.command("extract")
+@click.option("-b", "--backbone", required=True, help="Backbone name (see `cnnbench plugins`).")
+@click.option("-d", "--dataset", required=True, help="Data-set name (see `cnnbench datasets`).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (default: all).")
+@click.option("--layer", "layers", multiple=True, help="Layer(s) to store (default: the backbone's).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: features/BACKBONE/DATASET).")
+@click.option("--weights", help="Local weights file for the backbone.")
+@click.option("--data-root", help="Folder holding the data sets.")
+@click.option("--batch-size", type=int)
+@click.option("--workers", type=int, help="Decode threads (default: cores/2).")
+@click.option("--device", help="cpu, cuda, cuda:1 … (default: auto).")
+@click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date.")
+@click.option("--no-progress", is_flag=True)
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
+@pass_ctx
+def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
+                device, overwrite, no_progress, dataset_opts, backbone_opts) -> None:
+    """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
+    try:
+        _extract(ctx, backbone, dataset, out=out, splits=splits, layers=layers, weights=weights,
+                 data_root=data_root, batch_size=batch_size, workers=workers, device=device,
+                 overwrite=overwrite, progress=not no_progress,
+                 dataset_opts=P.parse_assignments(dataset_opts), backbone_opts=P.parse_assignments(backbone_opts))
+    except CnnbenchError as exc:
+        _fail(exc)
+
+
+# -- evaluate --------------------------------------------------------------------------------------------
+
+
+@main.command("evaluate")
+@click.option("-b", "--backbone", required=True)
+@click.option("-d", "--dataset", required=True)
+@click.option("--head", "heads", multiple=True, help="Head(s) (default: params heads).")
+@click.option("--layer", help="Stored layer to evaluate (default: the file's default).")
+@click.option("--features", type=click.Path(file_okay=False), help="Feature folder (default: features/BACKBONE/DATASET).")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Metrics folder (default: params metrics_dir).")
+@click.option("--data-root", help="Folder holding the data sets (used to extract missing features).")
+@click.option("--weights", help="Local weights file (used to extract missing features).")
+@click.option("--extract-missing/--no-extract-missing", default=True, show_default=True,
+              help="Extract features first when their files are missing.")
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-H", "--head-option", "head_opts", multiple=True, metavar="KEY=VALUE")
+@pass_ctx
+def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, data_root, weights,
+                 extract_missing, dataset_opts, head_opts) -> None:
+    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json."""
+    from .evaluate import evaluate
+    from .jsonio import write_json
+
+    try:
+        d_opts, h_opts = P.parse_assignments(dataset_opts), P.parse_assignments(head_opts)
+        ds = ctx.dataset(dataset, data_root, d_opts)
+        feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset)
+        missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
+        if missing and extract_missing:
+            click.echo(f"features missing for {missing}; extracting first")
+            _extract(ctx, backbone, dataset, out=feat_dir, splits=missing, weights=weights, data_root=data_root,
+                     dataset_opts=d_opts)
+        out_root = Path(out_dir or ctx.params["metrics_dir"])
+        for head_name in heads or ctx.params["heads"]:
+            head = ctx.head(head_name, h_opts)
+            if ds.task not in head.tasks:
+                click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
+                continue
+            record = evaluate(feat_dir, ds, head, head_name, layer)
+            record["backbone"] = backbone
+            path = write_json(out_root / backbone / dataset / f"{head_name}.json", record)
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+            click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {path}")
+    except CnnbenchError as exc:
+        _fail(exc)
+
+
+# -- compare ---------------------------------------------------------------------------------------------
+
+
+@main.command("compare")
+@click.option("--metrics", "metrics_dir", type=click.Path(file_okay=False), help="Metrics folder (default: params).")
+@click.option("--markdown", type=click.Path(dir_okay=False), help="Markdown output (default: REPORTS/compare.md).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV output (default: REPORTS/compare.csv).")
+@click.option("--all-metrics", is_flag=True, help="Every metric, not only each data set's primary one.")
+@click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
+@pass_ctx
+def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, all_metrics, no_paper) -> None:
+    """Print the measured table beside the paper's numbers; write it as Markdown and CSV."""
+    from .compare import build_table, load_records, render_terminal, write_reports
+
+    metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
+    records = load_records(metrics_dir)
+    if not records:
+        _fail(CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first"))
+    table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper)
+    reports = Path(ctx.params["reports_dir"])
+    markdown = markdown or reports / "compare.md"
+    csv_path = csv_path or reports / "compare.csv"
+    render_terminal(table)
+    write_reports(table, markdown, csv_path)
+    click.echo(f"wrote {markdown} and {csv_path}")
+
+
+def run() -> None:  # console-script entry point
+    try:
+        main(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted; completed files are kept and partial extractions resume on the next run", err=True)
+        sys.exit(130)

@@ -1,0 +1,141 @@
+"""What a data set plugin provides: items per stored split, and the evaluation protocol.
+
+A data set knows a layout on disk and a protocol; it never touches a model. Splits are what gets
+extracted (one feature file each); :meth:`Dataset.trials` says how stored splits are combined into
+train/test for evaluation. It works from the labels and ids stored in the feature files, so seeded
+re-splits (e.g. Flowers-17's three random 40/20/20 splits) need no re-extraction.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from .errors import MissingDataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+TASKS = ("multiclass", "multilabel", "retrieval")
+
+ImageSource = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image: a file path or an in-memory uint8 array (H, W) or (H, W, 3)."""
+
+    id: str
+    image: ImageSource = field(repr=False)
+    label: int = -1
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in pixels
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One train/test evaluation: row indices per stored split (``None`` means all rows)."""
+
+    name: str
+    train: dict[str, np.ndarray | None]
+    test: dict[str, np.ndarray | None]
+
+
+class Dataset:
+    """Base class for data-set plugins. Subclasses set the class attributes and implement ``items``."""
+
+    name: str = ""
+    task: str = "multiclass"
+    metric: str = "mean_class_accuracy"  # the metric the paper reports for this kind of data set
+    splits: tuple[str, ...] = ("train", "test")
+    description: str = ""
+    url: str = ""  # where the user gets the data
+    layout: str = ""  # the expected layout under ``root``, shown when files are missing
+    folder: str = ""  # default folder under the data root; empty for data sets that need no files
+
+    def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:
+        """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``."""
+        if path is not None:
+            self.root: Path | None = Path(path)
+        elif self.folder:
+            self.root = Path(data_root if data_root is not None else default_data_root()) / self.folder
+        else:
+            self.root = None
+
+    # -- what subclasses implement ------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        raise NotImplementedError
+
+    def items(self, split: str) -> Sequence[Item]:
+        raise NotImplementedError
+
+    def required_paths(self) -> list[Path]:
+        """Files or folders that must exist; checked by :meth:`check` before anything runs."""
+        return [self.root] if self.root is not None else []
+
+    def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        """Default protocol: train on ``train``, test on ``test``."""
+        return [Trial("default", {"train": None}, {"test": None})]
+
+    def options(self) -> dict:
+        """The protocol options in force, recorded with the results."""
+        return {}
+
+    # -- shared behaviour -------------------------------------------------------------------------
+    def present(self) -> bool:
+        try:
+            self.check()
+        except MissingDataError:
+            return False
+        return True
+
+    def check(self) -> None:
+        for path in self.required_paths():
+            if not path.exists():
+                raise MissingDataError(
+                    f"data set {self.name!r}: {path} does not exist.\n"
+                    f"Expected layout under {self.root}:\n{self.layout or '(see the plugin docs)'}\n"
+                    f"Get it from: {self.url or '(see the plugin docs)'}\n"
+                    "Point cnnbench at the folder that holds it with --data-root, CNNBENCH_DATA or "
+                    "params.yaml's data_root."
+                )
+
+    def _require_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"data set {self.name!r} has splits {list(self.splits)}, not {split!r}")
+
+
+def default_data_root() -> Path:
+    """``$CNNBENCH_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("CNNBENCH_DATA", "data"))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, in a stable (sorted) order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def seeded_per_class_split(
+    labels: np.ndarray, counts: Sequence[int], seed: int
+) -> list[np.ndarray]:
+    """Split row indices per class into consecutive parts of ``counts`` images (the last count may be
+    -1 for "the rest"), with a seeded permutation per class. Returns one sorted index array per part."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in counts]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        idx = idx[rng.permutation(len(idx))]
+        start = 0
+        for k, n in enumerate(counts):
+            stop = len(idx) if n < 0 else start + n
+            if stop > len(idx):
+                raise ValueError(f"class {cls} has {len(idx)} images, fewer than the {sum(c for c in counts if c > 0)} the split asks for")
+            parts[k].extend(idx[start:stop].tolist())
+            start = stop
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]

@@ -1,0 +1,64 @@
+"""Evaluation: feature files + data-set protocol + head -> one small metrics record.
+
+Needs nothing but the feature files: labels and ids come from them, and the data set's
+:meth:`~cnnbench.dataset.Dataset.trials` only re-partitions stored rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, store
+from .dataset import Dataset
+from .head import FeatureSet, Head
+
+
+def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]) -> FeatureSet:
+    parts = []
+    for split, index in selection.items():
+        fs = sets[split]
+        parts.append(fs if index is None else fs.subset(index))
+    if len(parts) == 1:
+        return parts[0]
+    return FeatureSet(
+        np.concatenate([p.features for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.ids for p in parts]),
+        parts[0].classes,
+    )
+
+
+def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head_name: str,
+             layer: str | None = None) -> dict:
+    """Run every trial of the data set's protocol; returns the record written as metrics JSON."""
+    features_dir = Path(features_dir)
+    sets = {split: store.read(features_dir / f"{split}.h5", layer) for split in dataset.splits}
+    info = store.open_info(features_dir / f"{dataset.splits[0]}.h5")
+    trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
+    per_trial = []
+    for trial in trials:
+        train, test = _gather(sets, trial.train), _gather(sets, trial.test)
+        scores = head.evaluate(train, test, dataset.task)
+        per_trial.append({"trial": trial.name, "n_train": len(train), "n_test": len(test), **scores})
+    keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in ("n_train", "n_test")]
+    metrics = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
+    spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
+    skipped = sum(store.open_info(features_dir / f"{s}.h5").attrs.get("n_skipped", 0) for s in dataset.splits)
+    return {
+        "backbone": info.attrs.get("backbone"),
+        "layer": layer or info.attrs.get("default_layer"),
+        "dataset": dataset.name,
+        "head": head_name,
+        "task": dataset.task,
+        "primary_metric": dataset.metric,
+        "metrics": metrics,
+        "std": spread,
+        "trials": per_trial,
+        "head_params": head.params,
+        "dataset_options": dataset.options(),
+        "skipped_images": int(skipped),
+        "cnnbench_version": __version__,
+    }

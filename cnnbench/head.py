@@ -1,0 +1,41 @@
+"""What a head is: it fits on stored features and returns a flat dict of named metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FeatureSet:
+    """Rows of one (or several concatenated) feature files."""
+
+    features: np.ndarray  # (N, D) float32, or (N, V, D) with a view axis
+    labels: np.ndarray  # (N,) int class ids, or (N, C) for multi-label
+    ids: np.ndarray  # (N,) str
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> "FeatureSet":
+        return FeatureSet(self.features[index], self.labels[index], self.ids[index], self.classes)
+
+
+class Head:
+    """Base class for heads. ``evaluate`` sees only features, labels and the task."""
+
+    name: str = ""
+    tasks: tuple[str, ...] = ("multiclass",)
+
+    def __init__(self, **params) -> None:
+        self.params = params
+
+    def evaluate(self, train: FeatureSet, test: FeatureSet, task: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)

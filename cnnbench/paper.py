@@ -1,0 +1,39 @@
+"""The published numbers of Razavian et al. 2014 (arXiv 1403.6382 v3), in percent.
+
+Keys are (data set, head, metric) as cnnbench names them, so a measured record and a published
+number land in the same column of ``cnnbench compare``.
+"""
+
+from __future__ import annotations
+
+CITATION = "Razavian, Azizpour, Sullivan, Carlsson. CNN Features off-the-shelf. CVPRW 2014 (OverFeat)"
+
+# row name -> {(dataset, head, metric): value in %}
+ROWS: dict[str, dict[tuple[str, str, str], float]] = {
+    "paper: OverFeat CNN-SVM": {
+        ("voc2007", "svm", "mAP"): 73.9,
+        ("mit67", "svm", "mean_class_accuracy"): 58.4,
+        ("cub200", "svm", "accuracy"): 53.3,
+        ("flowers102", "svm", "mean_class_accuracy"): 74.7,
+        ("uiuc-attributes", "svm", "mean_auc"): 89.0,
+        ("h3d-attributes", "svm", "mAP"): 70.8,
+        ("oxford5k", "l2", "mAP"): 32.2,
+        ("paris6k", "l2", "mAP"): 49.5,
+        ("sculptures6k", "l2", "mAP"): 24.1,
+        ("holidays", "l2", "mAP"): 64.2,
+        ("ukbench", "l2", "top4"): 76.0,
+    },
+    "paper: OverFeat CNNaug-SVM": {
+        ("voc2007", "svm", "mAP"): 77.2,
+        ("mit67", "svm", "mean_class_accuracy"): 69.0,
+        ("cub200", "svm", "accuracy"): 61.8,
+        ("flowers102", "svm", "mean_class_accuracy"): 86.8,
+        ("uiuc-attributes", "svm", "mean_auc"): 91.5,
+        ("h3d-attributes", "svm", "mAP"): 73.0,
+        ("oxford5k", "l2", "mAP"): 68.0,
+        ("paris6k", "l2", "mAP"): 79.5,
+        ("sculptures6k", "l2", "mAP"): 42.3,
+        ("holidays", "l2", "mAP"): 84.3,
+        ("ukbench", "l2", "top4"): 91.1,
+    },
+}

@@ -1,0 +1,1 @@
+"""Backbone plugins: one module per model family."""

@@ -1,0 +1,71 @@
+"""``flowers17``: the Oxford 17 Category Flower Dataset (Nilsback & Zisserman, 2006).
+
+Layout: ``jpg/image_0001.jpg … image_1360.jpg``; labels come from file order (80 images per class,
+class k = images 80k+1 … 80k+80). The official ``datasplits.mat`` is replaced by seeded random
+splits of the official sizes, 40 train / 20 val / 20 test per class, averaged over seeds. cnnbench
+trains on train+val (C is chosen by cross-validation inside it) and tests on test; ``train_on:
+train`` uses the 40 training images only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnbench import hookimpl
+from cnnbench.dataset import Dataset, Item, Trial, seeded_per_class_split
+
+CLASSES = [
+    "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
+    "Sunflower", "Daisy", "ColtsFoot", "Dandelion", "Cowslip", "Buttercup", "Windflower", "Pansy",
+]
+PER_CLASS = 80
+
+
+@hookimpl
+def register_datasets(register):
+    register("flowers17", Flowers17, description="Oxford Flowers-17, 17 classes x 80; seeded 40/20/20 splits")
+
+
+class Flowers17(Dataset):
+    name = "flowers17"
+    task = "multiclass"
+    metric = "mean_class_accuracy"
+    splits = ("all",)
+    folder = "flowers17"
+    description = "Oxford 17 flowers, 1360 images; 3 seeded 40/20/20 splits per class, mean class accuracy"
+    url = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
+    layout = "  jpg/image_0001.jpg ... jpg/image_1360.jpg"
+
+    def __init__(self, data_root=None, path=None, seeds=(0, 1, 2), train_on: str = "trainval"):
+        super().__init__(data_root, path)
+        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+        if train_on not in ("train", "trainval"):
+            raise ValueError(f"flowers17: train_on must be 'train' or 'trainval', got {train_on!r}")
+        self.train_on = train_on
+
+    @property
+    def classes(self) -> list[str]:
+        return list(CLASSES)
+
+    def options(self) -> dict:
+        return {"seeds": self.seeds, "train_on": self.train_on}
+
+    def required_paths(self):
+        return [self.root / "jpg"]
+
+    def items(self, split: str) -> list[Item]:
+        self._require_split(split)
+        self.check()
+        n = PER_CLASS * len(CLASSES)
+        return [
+            Item(f"image_{i:04d}", str(self.root / "jpg" / f"image_{i:04d}.jpg"), (i - 1) // PER_CLASS)
+            for i in range(1, n + 1)
+        ]
+
+    def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        out = []
+        for seed in self.seeds:
+            train, val, test = seeded_per_class_split(labels["all"], [40, 20, 20], seed)
+            fit = np.union1d(train, val) if self.train_on == "trainval" else train
+            out.append(Trial(f"seed{seed}", {"all": fit}, {"all": test}))
+        return out
