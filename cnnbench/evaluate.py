@@ -53,7 +53,7 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
         "dataset": dataset.name,
         "head": head_name,
         "task": dataset.task,
-        "primary_metric": dataset.metric,
+        "primary_metric": head.primary_metric or dataset.metric,
         "metrics": metrics,
         "std": spread,
         "trials": per_trial,

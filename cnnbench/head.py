@@ -28,6 +28,7 @@ class Head:
 
     name: str = ""
     tasks: tuple[str, ...] = ("multiclass",)
+    primary_metric: str | None = None  # None: the data set's own metric (e.g. mean class accuracy)
 
     def __init__(self, **params) -> None:
         self.params = params

@@ -137,7 +137,8 @@ class StoreWriter:
 
 def _copy_dataset(src: h5py.Dataset, dst: h5py.File, name: str) -> None:
     out = dst.create_dataset(
-        name, shape=src.shape, dtype=src.dtype, chunks=src.chunks if src.shape[0] else None, track_times=False
+        name, shape=src.shape, maxshape=(None,) + src.shape[1:], dtype=src.dtype, chunks=src.chunks,
+        track_times=False,
     )
     step = (src.chunks[0] if src.chunks else 1024) * 8
     for start in range(0, src.shape[0], step):

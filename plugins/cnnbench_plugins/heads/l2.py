@@ -21,6 +21,7 @@ def register_heads(register):
 class L2RetrievalHead(Head):
     name = "l2"
     tasks = ("multiclass",)
+    primary_metric = "mAP"
 
     def __init__(self, query_batch: int = 1024):
         super().__init__(query_batch=query_batch)
