@@ -43,7 +43,8 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
         train, test = _gather(sets, trial.train), _gather(sets, trial.test)
         scores = head.evaluate(train, test, dataset.task)
         per_trial.append({"trial": trial.name, "n_train": len(train), "n_test": len(test), **scores})
-    keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in ("n_train", "n_test")]
+    skip = {"n_train", "n_test", *head.diagnostics}
+    keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in skip]
     metrics = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
     spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
     skipped = sum(store.open_info(features_dir / f"{s}.h5").attrs.get("n_skipped", 0) for s in dataset.splits)

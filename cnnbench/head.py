@@ -29,6 +29,7 @@ class Head:
     name: str = ""
     tasks: tuple[str, ...] = ("multiclass",)
     primary_metric: str | None = None  # None: the data set's own metric (e.g. mean class accuracy)
+    diagnostics: tuple[str, ...] = ()  # per-trial numbers that are not metrics (e.g. the chosen C)
 
     def __init__(self, **params) -> None:
         self.params = params

@@ -66,7 +66,7 @@ def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float,
             img = img.resize((nw, nh), resample)
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy, safe to hand to torch
     if arr.shape != (size, size, 3):  # pragma: no cover - PIL guarantees this for RGB
         raise ImageDecodeError(f"preprocessing produced shape {arr.shape}")
     return arr

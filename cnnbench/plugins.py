@@ -116,7 +116,7 @@ def _build_registry(state: _State) -> dict[str, dict[str, Registration]]:
     for kind in KINDS:
         hook_name = f"register_{kind}s"
         caller = getattr(state.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls them in reverse)
             plugin_name = impl.plugin_name
 
             def register(name, factory, *, description="", prefix=False, _kind=kind, _plugin=plugin_name):

@@ -24,6 +24,7 @@ def register_heads(register):
 class LinearSVMHead(Head):
     name = "svm"
     tasks = ("multiclass",)
+    diagnostics = ("C",)
 
     def __init__(self, C_grid=(0.01, 0.1, 1.0, 10.0, 100.0), C: float | None = None, cv_folds: int = 3,
                  seed: int = 0, loss: str = "hinge", class_weight: str | None = None, max_iter: int = 10000):
