@@ -29,7 +29,7 @@ class Item:
 
     id: str
     image: ImageSource = field(repr=False)
-    label: int = -1
+    label: int | tuple[int, ...] = -1  # class id; for multi-label, one int per class (1, 0, -1 = ignore)
     box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in pixels
 
 
@@ -81,6 +81,13 @@ class Dataset:
 
     def options(self) -> dict:
         """The protocol options in force, recorded with the results."""
+        return {}
+
+    def extras(self, split: str) -> dict:
+        """Per-split structures the heads need besides labels, stored as JSON in the feature file
+        (``/extras/<name>``) and handed to heads as ``FeatureSet.extras``. They refer to images by
+        id, so they stay valid when an unreadable image is skipped. For retrieval data sets:
+        ``{"ground_truth": {query_id: {"positives": [db ids], "junk": [db ids]}}}``."""
         return {}
 
     # -- shared behaviour -------------------------------------------------------------------------

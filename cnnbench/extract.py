@@ -177,7 +177,7 @@ def extract_split(
             "classes": list(dataset.classes),
             "n_skipped": _count_skipped(writer),
         }
-        writer.commit(attrs)
+        writer.commit(attrs, dataset.extras(split))
     except KeyboardInterrupt:
         writer.close()
         log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial, writer_progress(writer))
@@ -207,6 +207,9 @@ def _count_skipped(writer: StoreWriter) -> int:
 
 
 def _labels(items: Sequence[Item]) -> np.ndarray:
+    """(B,) int64 class ids, or (B, C) int8 for multi-label items."""
+    if items and isinstance(items[0].label, (tuple, list, np.ndarray)):
+        return np.asarray([i.label for i in items], dtype=np.int8)
     return np.asarray([i.label for i in items], dtype=np.int64)
 
 

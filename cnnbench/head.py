@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,16 +11,17 @@ import numpy as np
 class FeatureSet:
     """Rows of one (or several concatenated) feature files."""
 
-    features: np.ndarray  # (N, D) float32, or (N, V, D) with a view axis
-    labels: np.ndarray  # (N,) int class ids, or (N, C) for multi-label
+    features: np.ndarray  # (N, D) float32, or (N, V, D) with a view axis (jittered views)
+    labels: np.ndarray  # (N,) int class ids, or (N, C) int8 for multi-label: 1 yes, 0 no, -1 ignore
     ids: np.ndarray  # (N,) str
     classes: list[str]
+    extras: dict = field(default_factory=dict)  # per-split structures (e.g. retrieval ground truth)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index: np.ndarray) -> "FeatureSet":
-        return FeatureSet(self.features[index], self.labels[index], self.ids[index], self.classes)
+        return FeatureSet(self.features[index], self.labels[index], self.ids[index], self.classes, self.extras)
 
 
 class Head:

@@ -3,10 +3,12 @@
 Layout::
 
     /ids                 (N,) utf-8     image ids, in data-set order
-    /labels              (N,) int64     class ids (or (N, C) int8 for multi-label)
-    /features/<layer>    (N, D) float32 one data set per requested layer, chunked
+    /labels              (N,) int64     class ids (or (N, C) for multi-label: 1 yes, 0 no, -1 ignore)
+    /features/<layer>    (N, D) float32 one data set per requested layer, chunked;
+                         (N, V, D) when jittered views are stored (attr ``views`` names them)
     /skipped_ids         (M,) utf-8     images that could not be decoded
     /skipped_errors      (M,) utf-8     why
+    /extras/<name>       utf-8 JSON     per-split structures from the data set (e.g. retrieval ground truth)
     attrs                backbone, layers, default_layer, preprocess, pooling, weights, dataset,
                          split, task, classes, options, cnnbench_version, complete
 
@@ -102,7 +104,7 @@ class StoreWriter:
         self._f.attrs["next_item"] = int(next_item)
         self._f.flush()
 
-    def commit(self, attrs: dict[str, Any]) -> Path:
+    def commit(self, attrs: dict[str, Any], extras: dict[str, Any] | None = None) -> Path:
         """Copy the partial file into a fresh deterministic file and rename it into place."""
         src = self._f
         tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
@@ -116,6 +118,9 @@ class StoreWriter:
                     _copy_dataset(src[name], dst, name)
                 if "ids" not in src:  # every image failed: keep the file valid and explicit
                     dst.create_dataset("ids", shape=(0,), dtype=_STR, track_times=False)
+                for key in sorted(extras or {}):
+                    text = json.dumps(extras[key], sort_keys=True, default=str)
+                    dst.create_dataset(f"extras/{key}", data=text, dtype=_STR, track_times=False)
                 for key in sorted(attrs):
                     dst.attrs[key] = _attr(attrs[key])
                 dst.attrs["complete"] = True
@@ -196,7 +201,12 @@ def read(path: str | os.PathLike, layer: str | None = None) -> FeatureSet:
         feats = f[f"features/{layer}"][()]
         labels = f["labels"][()] if "labels" in f else np.full(info.n, -1)
         ids = np.array([s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]], dtype=object)
-    return FeatureSet(feats, labels, ids, info.classes)
+        extras = {k: json.loads(_text(f["extras"][k][()])) for k in f["extras"]} if "extras" in f else {}
+    return FeatureSet(feats, labels, ids, info.classes, extras)
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def read_skipped(path: str | os.PathLike) -> list[tuple[str, str]]:

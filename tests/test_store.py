@@ -73,3 +73,12 @@ def test_a_partial_file_from_another_configuration_is_discarded(tmp_path):
     w.append(["x"], [0], {"f": np.zeros((1, 3), np.float32)}, next_item=1)
     w.close()
     assert store.StoreWriter(target, {"k": 2}).next_item == 0
+
+
+def test_extras_and_multilabel_labels_round_trip(tmp_path):
+    w = store.StoreWriter(tmp_path / "m.h5", {"k": 1})
+    w.append(["a", "b"], np.array([[1, 0, -1], [0, 1, 1]], np.int8), {"f": np.ones((2, 2), np.float32)}, 2)
+    gt = {"ground_truth": {"a": {"positives": ["b"], "junk": []}}}
+    path = w.commit({"default_layer": "f", "layers": ["f"]}, gt)
+    fs = store.read(path)
+    assert fs.labels.tolist() == [[1, 0, -1], [0, 1, 1]] and fs.extras == gt
