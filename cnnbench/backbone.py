@@ -78,8 +78,7 @@ class Backbone:
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        if self.default_layer not in self.layers and self.default_layer not in self._module_names():
-            raise ValueError(f"{self.name}: default layer {self.default_layer!r} is not a layer of the model")
+        self.resolve_layer(self.default_layer)
 
     def _module_names(self) -> list[str]:
         return [n for n, _ in self.model.named_modules() if n]
@@ -90,7 +89,11 @@ class Backbone:
 
     def resolve_layer(self, layer: str) -> str:
         if layer in self.layers:
-            return self.layers[layer]
+            target = self.layers[layer]
+            module = target[: -len(":input")] if target.endswith(":input") else target
+            if module and module not in dict(self.model.named_modules()):
+                raise ValueError(f"{self.name}: layer alias {layer!r} points at missing module {module!r}")
+            return target
         if layer in dict(self.model.named_modules()) and layer:
             return layer
         aliases = ", ".join(self.layers)
@@ -116,14 +119,21 @@ class Backbone:
         captured: dict[str, torch.Tensor] = {}
         handles = []
         modules = dict(self.model.named_modules())
-        for module_name in set(targets.values()):
-            if module_name == "":
+        for target in sorted(set(targets.values())):
+            if target == "":
                 continue
+            if target.endswith(":input"):
 
-            def hook(_mod, _inp, out, _name=module_name):
-                captured[_name] = out
+                def pre_hook(_mod, inp, _name=target):
+                    captured[_name] = inp[0].clone()  # a later in-place op (ReLU(inplace)) must not change it
 
-            handles.append(modules[module_name].register_forward_hook(hook))
+                handles.append(modules[target[: -len(":input")]].register_forward_pre_hook(pre_hook))
+            else:
+
+                def hook(_mod, _inp, out, _name=target):
+                    captured[_name] = out.clone() if isinstance(out, torch.Tensor) else out
+
+                handles.append(modules[target].register_forward_hook(hook))
         try:
             output = self.model(x)
         finally:

@@ -125,8 +125,14 @@ def datasets_cmd(ctx: Ctx, data_root: str | None) -> None:
 @pass_ctx
 def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
     """List the layer names BACKBONE can return (aliases first)."""
+    from .errors import WeightsNotFoundError
+
     try:
-        bb = ctx.backbone(backbone, weights)
+        try:
+            bb = ctx.backbone(backbone, weights)
+        except WeightsNotFoundError as exc:
+            click.echo(f"note: {str(exc).splitlines()[0]}\n(listing the layers of a randomly initialised copy)", err=True)
+            bb = ctx.backbone(backbone, None, {"pretrained": False})
     except CnnbenchError as exc:
         _fail(exc)
     for name in bb.layer_names():
@@ -138,12 +144,21 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
 # -- extract ---------------------------------------------------------------------------------------------
 
 
+def _levels_for(setting, split: str) -> int:
+    """``spatial_levels`` is an int or a mapping {split: levels, default: levels} (paper: database 4,
+    queries 3)."""
+    if isinstance(setting, dict):
+        return int(setting.get(split, setting.get("default", 4)))
+    return int(setting or 4)
+
+
 def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | None = None, splits=(),
              layers=(), weights=None, data_root=None, batch_size=None, workers=None, device=None,
-             overwrite=False, progress=True, dataset_opts=None, backbone_opts=None, backbone=None):
+             overwrite=False, progress=True, dataset_opts=None, backbone_opts=None, backbone=None,
+             overrides=None):
     from .extract import extract_split
 
-    settings = ctx.params["extract"]
+    settings = {**ctx.params["extract"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
     dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
     dataset.check()
     backbone = backbone or ctx.backbone(backbone_name, weights, backbone_opts)
@@ -160,6 +175,11 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
             workers=int(workers if workers is not None else settings.get("workers") or 0) or None,
             device=device or settings.get("device", "auto"),
             progress=progress, overwrite=overwrite,
+            views=settings.get("views") or "none",
+            rotation_angles=settings.get("rotation_angles") or (-5.0, 5.0),
+            spatial_levels=_levels_for(settings.get("spatial_levels"), split),
+            box_scale=settings.get("box_scale"),
+            precision=settings.get("precision") or "fp32",
         )
         if res.cached:
             click.echo(f"{res.path}: up to date ({res.written} images)")
@@ -183,19 +203,28 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int, help="Decode threads (default: cores/2).")
 @click.option("--device", help="cpu, cuda, cuda:1 … (default: auto).")
+@click.option("--views", type=click.Choice(["none", "jitter16", "spatial"]),
+              help="none: one view; jitter16: the paper's 16 CNNaug views; spatial: sub-patches for spatial search.")
+@click.option("--levels", "spatial_levels", type=int, help="Spatial search levels (patches: sum of l² for l=1..levels).")
+@click.option("--box-scale", type=float, help="Enlarge item boxes by this factor (default: the data set's).")
+@click.option("--pooling", type=click.Choice(["avg", "max"]), help="How spatial maps become vectors.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision (GPU).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
-                device, overwrite, no_progress, dataset_opts, backbone_opts) -> None:
+                device, views, spatial_levels, box_scale, pooling, precision, overwrite, no_progress,
+                dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
     try:
         _extract(ctx, backbone, dataset, out=out, splits=splits, layers=layers, weights=weights,
                  data_root=data_root, batch_size=batch_size, workers=workers, device=device,
                  overwrite=overwrite, progress=not no_progress,
-                 dataset_opts=P.parse_assignments(dataset_opts), backbone_opts=P.parse_assignments(backbone_opts))
+                 dataset_opts=P.parse_assignments(dataset_opts), backbone_opts=P.parse_assignments(backbone_opts),
+                 overrides={"views": views, "spatial_levels": spatial_levels, "box_scale": box_scale,
+                            "pooling": pooling, "precision": precision})
     except CnnbenchError as exc:
         _fail(exc)
 

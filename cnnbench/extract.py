@@ -24,7 +24,7 @@ import torch
 from . import __version__
 from .backbone import Backbone
 from .dataset import Dataset, Item
-from .images import load_and_preprocess, normalize
+from .images import VIEW_MODES, load_views, normalize, view_names
 from .store import StoreWriter, open_info
 
 log = logging.getLogger("cnnbench.extract")
@@ -55,17 +55,37 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def decode_batch(items: Sequence[Item], backbone: Backbone):
-    """Decode and preprocess a batch; unreadable images are returned in ``skipped``, never raised."""
+@dataclass(frozen=True)
+class ViewConfig:
+    """Which views of each image go through the model (see :mod:`cnnbench.images`)."""
+
+    mode: str = "none"  # none | jitter16 | spatial
+    angles: tuple[float, ...] = (-5.0, 5.0)  # jitter16 rotations, degrees
+    levels: int = 4  # spatial: levels 1..levels, sum of l² patches
+    box_scale: float = 1.0  # boxes enlarged by this factor
+
+    def __post_init__(self) -> None:
+        if self.mode not in VIEW_MODES:
+            raise ValueError(f"views must be one of {VIEW_MODES}, got {self.mode!r}")
+
+    @property
+    def names(self) -> list[str]:
+        return view_names(self.mode, self.levels)
+
+
+def decode_batch(items: Sequence[Item], backbone: Backbone, views: ViewConfig = ViewConfig()):
+    """Decode and make views for a batch: uint8 (B, V, H, W, 3). Unreadable images are returned in
+    ``skipped``, never raised."""
     arrays, ok, skipped = [], [], []
     for item in items:
         try:
-            arrays.append(load_and_preprocess(item.image, backbone.preprocess, item.box))
+            arrays.append(load_views(item.image, backbone.preprocess, item.box, box_scale=views.box_scale,
+                                     mode=views.mode, angles=views.angles, levels=views.levels))
             ok.append(item)
         except Exception as exc:  # noqa: BLE001 - any decoder failure skips this one image only
             skipped.append((item.id, f"{_describe(item)}: {exc}"))
     size = backbone.preprocess.input_size
-    batch = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    batch = np.stack(arrays) if arrays else np.zeros((0, len(views.names), size, size, 3), np.uint8)
     return batch, ok, skipped
 
 
@@ -73,9 +93,16 @@ def _describe(item: Item) -> str:
     return str(item.image) if not isinstance(item.image, np.ndarray) else f"item {item.id}"
 
 
-def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item], layers, pooling) -> dict:
+def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item], layers, pooling,
+              views: ViewConfig = ViewConfig()) -> dict:
     ids_hash = hashlib.sha256("\n".join(i.id for i in items).encode()).hexdigest()
+    view_sig = {} if views == ViewConfig(box_scale=views.box_scale) else {"view_mode": views.mode, "view_names": views.names}
+    if views.mode == "jitter16":
+        view_sig["rotation_angles"] = list(views.angles)
+    if any(i.box is not None for i in items):
+        view_sig["box_scale"] = views.box_scale
     return {
+        **view_sig,
         "backbone": backbone.name,
         "weights": backbone.weights,
         "layers": list(layers),
@@ -103,14 +130,33 @@ def extract_split(
     device: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    views: str = "none",
+    rotation_angles: Sequence[float] = (-5.0, 5.0),
+    spatial_levels: int = 4,
+    box_scale: float | None = None,
+    precision: str = "fp32",
 ) -> ExtractResult:
-    """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file)."""
+    """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file).
+
+    With ``views`` other than ``"none"`` every image gives V model inputs (16 for ``jitter16``, the sum
+    of l² for ``spatial``) and features are stored as (N, V, D); ``batch_size`` counts model inputs,
+    so a batch holds ``batch_size // V`` images, all of whose views go through the model together.
+    ``box_scale`` (default: the data set's) enlarges item boxes before cropping.
+    """
     out_path = Path(out_path)
     layers = list(layers) if layers else [backbone.default_layer]
     for layer in layers:
         backbone.resolve_layer(layer)  # fail before any work on an unknown layer
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    view_cfg = ViewConfig(views, tuple(float(a) for a in rotation_angles), int(spatial_levels),
+                          float(dataset.box_scale if box_scale is None else box_scale))
+    n_views = len(view_cfg.names)
+    images_per_batch = max(1, int(batch_size) // n_views) if n_views > 1 else int(batch_size)
     items = list(dataset.items(split))
-    sig = signature(backbone, dataset, split, items, layers, pooling)
+    sig = signature(backbone, dataset, split, items, layers, pooling, view_cfg)
+    if precision != "fp32":
+        sig["precision"] = precision
 
     if out_path.exists() and not overwrite:
         try:
@@ -121,6 +167,9 @@ def extract_split(
             pass
 
     dev = pick_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     backbone.to(dev)
     if dev.type == "cpu":
         backbone.model.to(memory_format=torch.channels_last)
@@ -135,13 +184,13 @@ def extract_split(
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnbench-decode") as pool:
             pending: deque = deque()
-            starts = iter(range(start, len(items), batch_size))
+            starts = iter(range(start, len(items), images_per_batch))
 
             def submit_next() -> bool:
                 s = next(starts, None)
                 if s is None:
                     return False
-                pending.append((s, pool.submit(decode_batch, items[s : s + batch_size], backbone)))
+                pending.append((s, pool.submit(decode_batch, items[s : s + images_per_batch], backbone, view_cfg)))
                 return True
 
             for _ in range(workers + 1):
@@ -152,12 +201,15 @@ def extract_split(
                 submit_next()
                 feats: dict[str, np.ndarray] = {}
                 if len(ok):
-                    x = torch.from_numpy(batch)
+                    x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
                     if dev.type == "cuda":
                         x = x.pin_memory().to(dev, non_blocking=True)
-                    with torch.inference_mode():
+                    with torch.inference_mode(), torch.autocast(dev.type, dtype=autocast_dtype,
+                                                                enabled=autocast_dtype is not None):
                         out = backbone.features(normalize(x, backbone.preprocess), layers, pooling)
                     feats = {k: v.float().cpu().numpy() for k, v in out.items()}
+                    if view_cfg.mode != "none":
+                        feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
                 for sid, why in skipped:
                     log.warning("skipping unreadable image %s", why)
                 skipped_all.extend(skipped)
@@ -174,6 +226,7 @@ def extract_split(
             "signature": json.dumps(sig, sort_keys=True, default=str),
             "default_layer": layers[0],
             "task": dataset.task,
+            "views": view_cfg.names,
             "classes": list(dataset.classes),
             "n_skipped": _count_skipped(writer),
         }

@@ -76,6 +76,17 @@ def load_and_preprocess(source: ImageSource, pp: Preprocess, box=None) -> np.nda
     return preprocess(load_image(source), pp, box)
 
 
+def load_views(source: ImageSource, pp: Preprocess, box=None, *, box_scale: float = 1.0, mode: str = "none",
+               angles=None, levels: int = 4) -> np.ndarray:
+    """Decode, crop the (enlarged) box if any, and make the views: uint8 (V, size, size, 3)."""
+    img = load_image(source)
+    if box is not None:
+        x1, y1, x2, y2 = enlarge_box(box, box_scale, img.width, img.height)
+        img = img.crop((int(round(x1)), int(round(y1)), max(int(round(x2)), int(round(x1)) + 1),
+                        max(int(round(y2)), int(round(y1)) + 1)))
+    return make_views(img, pp, mode, angles=DEFAULT_ROTATIONS if angles is None else angles, levels=levels)
+
+
 def normalize(batch_uint8, pp: Preprocess):
     """uint8 (N, H, W, 3) torch tensor -> float32 (N, 3, H, W) in channels-last memory, normalised."""
     import torch
@@ -84,3 +95,79 @@ def normalize(batch_uint8, pp: Preprocess):
     mean = torch.tensor(pp.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(pp.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+# -- views: the paper's jittering (CNNaug) and spatial-search sub-patches --------------------------------
+
+VIEW_MODES = ("none", "jitter16", "spatial")
+DEFAULT_ROTATIONS = (-5.0, 5.0)  # the paper used "2 rotations" without giving angles; ours, a parameter
+
+Box = tuple[float, float, float, float]
+
+
+def enlarge_box(box: Box, factor: float, width: int, height: int) -> Box:
+    """Scale a box about its centre by ``factor`` (the paper enlarges CUB/H3D boxes by 1.5), clipped."""
+    x1, y1, x2, y2 = box
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * factor / 2, (y2 - y1) * factor / 2
+    return (max(0.0, cx - hw), max(0.0, cy - hh), min(float(width), cx + hw), min(float(height), cy + hh))
+
+
+def jitter_crops(width: int, height: int) -> list[tuple[str, Box]]:
+    """The paper's 5 crops: 4 corners and the centre, each 2/3 of each side, i.e. 4/9 of the area."""
+    cw, ch = width * 2 / 3, height * 2 / 3
+    return [
+        ("crop_tl", (0.0, 0.0, cw, ch)),
+        ("crop_tr", (width - cw, 0.0, float(width), ch)),
+        ("crop_bl", (0.0, height - ch, cw, float(height))),
+        ("crop_br", (width - cw, height - ch, float(width), float(height))),
+        ("crop_c", ((width - cw) / 2, (height - ch) / 2, (width + cw) / 2, (height + ch) / 2)),
+    ]
+
+
+def spatial_patches(width: int, height: int, levels: int) -> list[tuple[str, Box]]:
+    """Spatial search: at level l (1..levels) an l x l grid of regions, each covered by the smallest
+    square containing it (centred on the region, so neighbours overlap and nothing is warped; a square
+    that leaves the image is padded). Order: level 1, then level 2 row-major, … (sum of l² patches)."""
+    out = []
+    for level in range(1, levels + 1):
+        rw, rh = width / level, height / level
+        side = max(rw, rh)
+        for row in range(level):
+            for col in range(level):
+                cx, cy = (col + 0.5) * rw, (row + 0.5) * rh
+                out.append((f"l{level}_r{row}_c{col}", (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)))
+    return out
+
+
+def _crop(img: Image.Image, box: Box) -> Image.Image:
+    return img.crop(tuple(int(round(v)) for v in box))  # PIL pads regions outside the image with black
+
+
+def view_names(mode: str, levels: int = 4) -> list[str]:
+    if mode == "none":
+        return ["image"]
+    if mode == "jitter16":
+        base = ["image"] + [n for n, _ in jitter_crops(3, 3)] + ["rot_a", "rot_b"]
+        return base + [f"flip_{n}" for n in base]
+    if mode == "spatial":
+        return [n for n, _ in spatial_patches(1, 1, levels)]
+    raise ValueError(f"views must be one of {VIEW_MODES}, got {mode!r}")
+
+
+def make_views(img: Image.Image, pp: Preprocess, mode: str = "none", *, angles=DEFAULT_ROTATIONS,
+               levels: int = 4) -> np.ndarray:
+    """All views of one image, each preprocessed for the model: uint8 (V, size, size, 3)."""
+    if mode == "none":
+        return preprocess(img, pp)[None]
+    w, h = img.size
+    if mode == "jitter16":
+        if len(angles) != 2:
+            raise ValueError(f"jitter16 needs exactly 2 rotation angles, got {list(angles)}")
+        base = [img] + [_crop(img, b) for _, b in jitter_crops(w, h)]
+        base += [img.rotate(float(a), resample=Image.Resampling.BICUBIC) for a in angles]
+        views = base + [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for v in base]
+        return np.stack([preprocess(v, pp) for v in views])
+    if mode == "spatial":
+        square = Preprocess(**{**pp.__dict__, "crop": "full"})  # patches are square: resize, no warp
+        return np.stack([preprocess(_crop(img, b), square) for _, b in spatial_patches(w, h, levels)])
+    raise ValueError(f"views must be one of {VIEW_MODES}, got {mode!r}")
