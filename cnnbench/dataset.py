@@ -53,6 +53,7 @@ class Dataset:
     url: str = ""  # where the user gets the data
     layout: str = ""  # the expected layout under ``root``, shown when files are missing
     folder: str = ""  # default folder under the data root; empty for data sets that need no files
+    downloads: tuple = ()  # cnnbench.download.Download entries: the official files, for `cnnbench datasets download`
 
     def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:
         """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``."""
