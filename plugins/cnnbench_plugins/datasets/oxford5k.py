@@ -1,6 +1,6 @@
 """``oxford5k``: the Oxford Buildings data set (Philbin et al., CVPR 2007), 5062 images, 55 queries.
 
-Layout as distributed: ``oxbuild_images.tgz`` unpacked into ``jpg/`` and ``gt_files_170407.tgz``
+Layout as distributed: ``oxbuild_images-v1.tgz`` unpacked into ``jpg/`` and ``gt_files_170407.tgz``
 into ``gt/`` (``<landmark>_<n>_{good,ok,junk,query}.txt``; a query file holds
 ``oxc1_<image> x1 y1 x2 y2``). Splits: ``database`` (every image, id = file stem) and ``queries``
 (the 55 query images cropped to their box, id = ``<landmark>_<n>``). Ground truth: good + ok are
@@ -25,9 +25,9 @@ class Oxford5k(OxfordStyleRetrieval):
     folder = "oxford5k"
     description = "Oxford Buildings (Philbin et al. 2007): 5062 images, 55 queries with boxes; mAP"
     url = "https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/"
-    layout = ("  jpg/all_souls_000000.jpg ... (5062 images, from oxbuild_images.tgz)\n"
+    layout = ("  jpg/all_souls_000000.jpg ... (5062 images, from oxbuild_images-v1.tgz)\n"
               "  gt/all_souls_1_query.txt, gt/all_souls_1_good.txt, _ok.txt, _junk.txt ... (gt_files_170407.tgz)")
     downloads = (
-        Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images.tgz", None, subdir="jpg"),
+        Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz", None, subdir="jpg"),
         Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/gt_files_170407.tgz", None, subdir="gt"),
     )
