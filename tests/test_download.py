@@ -153,3 +153,30 @@ def test_cli_datasets_without_subcommand_still_lists(tmp_path):
     out = run_cli("datasets", "--data-root", str(tmp_path), cwd=tmp_path).stdout
     for name in ("voc2007", "oxford5k", "ukbench", "digits"):
         assert name in out
+
+
+def test_cli_datasets_download_fetches_verifies_and_unpacks(tmp_path, good_tgz):
+    from click.testing import CliRunner
+
+    from cnnbench import hookimpl, plugins
+    from cnnbench.cli import main
+
+    class Local(Dataset):
+        name = "local-set"
+        folder = "local"
+        layout = "  jpg/*.jpg"
+        downloads = (Download(good_tgz.as_uri(), _sha(good_tgz)),)
+
+        def required_paths(self):
+            return [self.root / "jpg" / "a.jpg"]
+
+    class Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            register("local-set", Local)
+
+    plugins.register_plugin(Plugin(), name="local-test-plugin")
+    result = CliRunner().invoke(main, ["--params", str(tmp_path / "none.yaml"), "datasets", "download", "local-set",
+                                       "--data-root", str(tmp_path / "data"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "ready" in result.output and (tmp_path / "data" / "local" / "jpg" / "b.jpg").read_bytes() == b"B"

@@ -115,14 +115,17 @@ def parse_oxford_gt(gt_dir: Path, prefixes: tuple[str, ...] = ("oxc1_",)) -> lis
             box = tuple(float(v) for v in parts[1:])
         except ValueError:
             raise bad_line(path, 1, lines[0], "four numbers after the image name") from None
-
-        def names(kind: str) -> tuple[str, ...]:
-            return tuple(sorted(Path(n.split()[0]).stem for n in read_lines(gt_dir / f"{qid}_{kind}.txt", f"{kind} list of query {qid}")))
-
-        queries.append(OxfordQuery(qid, Path(image).stem, box, names("good"), names("ok"), names("junk")))  # type: ignore[arg-type]
+        good, ok, junk = (_gt_list(gt_dir, qid, kind) for kind in ("good", "ok", "junk"))
+        queries.append(OxfordQuery(qid, Path(image).stem, box, good, ok, junk))  # type: ignore[arg-type]
     if not queries:
         raise MissingDataError(f"{gt_dir} holds no '<name>_<n>_query.txt' ground-truth files")
     return queries
+
+
+def _gt_list(gt_dir: Path, qid: str, kind: str) -> tuple[str, ...]:
+    """Image ids of ``<qid>_<kind>.txt`` (one name a line), sorted."""
+    lines = read_lines(gt_dir / f"{qid}_{kind}.txt", f"{kind} list of query {qid}")
+    return tuple(sorted(Path(line.split()[0]).stem for line in lines))
 
 
 class OxfordStyleRetrieval(RetrievalDataset):

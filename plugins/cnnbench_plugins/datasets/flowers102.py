@@ -74,7 +74,7 @@ class Flowers102(Dataset):
                     raise AnnotationError(f"flowers102: setid.mat {key} refers to images outside 1..{len(labels)}")
                 sets[split] = ids
             if labels.size and (labels.min() < 1 or labels.max() > 102):
-                raise AnnotationError(f"flowers102: imagelabels.mat labels must lie in 1..102")
+                raise AnnotationError(f"flowers102: {self.root / 'imagelabels.mat'}: labels must lie in 1..102")
             self._mats = (labels, sets)
         return self._mats
 
