@@ -147,8 +147,18 @@ def _check_tar_member(archive: Path, m: tarfile.TarInfo) -> None:
 def _extract_tar(archive: Path, dest: Path) -> None:
     with tarfile.open(archive, "r:*") as tar:
         members = tar.getmembers()
+        links: set[str] = set()
         for m in members:
             _check_tar_member(archive, m)
+            rel = _check_name(archive, m.name)
+            parents = rel.split("/")[:-1]
+            # an entry under a link could escape through it (link chains defeat lexical checks)
+            for k in range(1, len(parents) + 1):
+                if "/".join(parents[:k]) in links:
+                    raise DownloadError(f"{archive.name}: refused entry {m.name!r}: it lies under the link "
+                                        f"{'/'.join(parents[:k])!r}")
+            if m.issym() or m.islnk():
+                links.add(rel)
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         try:
             tar.extractall(dest, members=members, **kwargs)

@@ -105,6 +105,15 @@ def test_unsafe_tar_entries_are_refused_naming_the_entry(tmp_path, entry, reason
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "data" / "evil.txt").exists()
 
 
+def test_a_chain_of_links_cannot_lead_out(tmp_path):
+    # each link looks harmless on its own: d/up -> .. is the archive root, d/up/out -> .. would be outside
+    archive = _tar(tmp_path / "chain.tgz", [("d/x", b"x"), _link("d/up", ".."), _link("d/up/out", ".."),
+                                            ("d/up/out/evil.txt", b"x")])
+    with pytest.raises(DownloadError, match=r"refused entry 'd/up/out'.*under the link 'd/up'"):
+        extract_archive(archive, tmp_path / "data" / "set")
+    assert not (tmp_path / "data" / "evil.txt").exists()
+
+
 def test_zip_archives_extract_and_zip_slip_is_refused(tmp_path):
     good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:
