@@ -97,11 +97,39 @@ def plugins_cmd() -> None:
         console.print("[yellow]the other plugins work; fix or uninstall the broken ones[/yellow]")
 
 
-@main.command("datasets")
+@main.group("datasets", invoke_without_command=True)
 @click.option("--data-root", help="Folder holding the data sets (default: $CNNBENCH_DATA, params data_root).")
-@pass_ctx
-def datasets_cmd(ctx: Ctx, data_root: str | None) -> None:
-    """List data sets and whether their files are present."""
+@click.pass_context
+def datasets_cmd(click_ctx: click.Context, data_root: str | None) -> None:
+    """List data sets and whether their files are present (or: download NAME)."""
+    if click_ctx.invoked_subcommand is None:
+        _list_datasets(click_ctx.find_object(Ctx), data_root)
+
+
+@datasets_cmd.command("download")
+@click.argument("name")
+@click.option("--data-root", help="Folder to put the data set in (default: $CNNBENCH_DATA, params data_root).")
+@click.option("--keep-archives", is_flag=True, help="Keep the downloaded archives beside the data.")
+@click.option("--no-progress", is_flag=True)
+@click.pass_context
+def datasets_download_cmd(click_ctx: click.Context, name: str, data_root: str | None, keep_archives: bool,
+                          no_progress: bool) -> None:
+    """Download NAME's official files, verify them and unpack them into the data root."""
+    from .download import download_dataset
+
+    ctx = click_ctx.find_object(Ctx)
+    data_root = data_root or click_ctx.parent.params.get("data_root")
+    try:
+        ds = ctx.dataset(name, data_root)
+        root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
+                                warn=lambda msg: click.echo(msg, err=True))
+        ds.check()
+    except CnnbenchError as exc:
+        _fail(exc)
+    click.echo(f"{name}: ready in {root}")
+
+
+def _list_datasets(ctx: Ctx, data_root: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 

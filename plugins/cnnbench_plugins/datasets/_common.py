@@ -1,0 +1,182 @@
+"""Helpers shared by the paper's data sets: reading annotation files with errors that name the file,
+and the Oxford-style retrieval protocol (Oxford5k, Paris6k, Sculptures6k share one ground-truth format).
+
+Not a plugin itself (no entry point): each data set keeps its own module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnbench.dataset import IMAGE_EXTENSIONS, Dataset, Item, Trial
+from cnnbench.errors import MissingDataError
+
+
+class AnnotationError(ValueError):
+    """An official annotation file does not have the format its authors distribute."""
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """Non-empty, stripped lines of a text file; a missing file raises :class:`MissingDataError`."""
+    if not path.is_file():
+        raise MissingDataError(f"{what}: {path} does not exist; is the data set fully unpacked?")
+    return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+
+
+def bad_line(path: Path, lineno: int, line: str, expected: str) -> AnnotationError:
+    return AnnotationError(f"{path}, line {lineno}: expected {expected}, got {line[:120]!r}")
+
+
+def images_under(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (and sub-folders if ``recursive``), sorted by relative path."""
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted((p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                  key=lambda p: p.relative_to(folder).as_posix())
+
+
+def seeded_capped_split(labels: np.ndarray, n_train: int, max_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class and seeded: ``n_train`` training rows, then at most ``max_test`` (< 0: all) of the rest
+    for testing. Caltech-101's protocol: 30 training images per class, up to 50 test images."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        idx = idx[rng.permutation(len(idx))]
+        if len(idx) <= n_train:
+            raise ValueError(f"class {cls} has {len(idx)} images; the protocol needs more than {n_train}")
+        train.extend(idx[:n_train].tolist())
+        rest = idx[n_train:]
+        test.extend((rest if max_test < 0 else rest[:max_test]).tolist())
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+# -- retrieval ---------------------------------------------------------------------------------------
+
+
+class RetrievalDataset(Dataset):
+    """Two stored splits: ``database`` (the images searched) and ``queries`` (query images, with
+    their query box); ``extras("queries")`` holds the ground truth by image id. One trial: train =
+    the database, test = the queries."""
+
+    task = "retrieval"
+    metric = "mAP"
+    splits = ("database", "queries")
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        return [Trial("default", {"database": None}, {"queries": None})]
+
+
+@dataclass(frozen=True)
+class OxfordQuery:
+    id: str  # e.g. "all_souls_1"
+    image: str  # database id of the query image, e.g. "all_souls_000013"
+    box: tuple[float, float, float, float]
+    good: tuple[str, ...]
+    ok: tuple[str, ...]
+    junk: tuple[str, ...]
+
+
+_GT_NAME = re.compile(r"^(?P<query>.+_\d+)_query\.txt$")
+
+
+def parse_oxford_gt(gt_dir: Path, prefixes: tuple[str, ...] = ("oxc1_",)) -> list[OxfordQuery]:
+    """Read ``<name>_<n>_{query,good,ok,junk}.txt`` (Philbin et al. 2007's format), sorted by query id.
+
+    A query file holds one line ``<prefix><image> x1 y1 x2 y2``; the lists hold one image name per
+    line (no extension). ``prefixes`` are stripped from the query image name (Oxford's ``oxc1_``)."""
+    if not gt_dir.is_dir():
+        raise MissingDataError(f"ground-truth folder {gt_dir} does not exist")
+    queries = []
+    for path in sorted(gt_dir.iterdir()):
+        m = _GT_NAME.match(path.name)
+        if not m:
+            continue
+        qid = m.group("query")
+        lines = read_lines(path, "query file")
+        if len(lines) != 1:
+            raise bad_line(path, 1, " | ".join(lines), "exactly one line '<image> x1 y1 x2 y2'")
+        parts = lines[0].split()
+        if len(parts) != 5:
+            raise bad_line(path, 1, lines[0], "'<image> x1 y1 x2 y2'")
+        image = parts[0]
+        for prefix in prefixes:
+            if image.startswith(prefix):
+                image = image[len(prefix):]
+                break
+        try:
+            box = tuple(float(v) for v in parts[1:])
+        except ValueError:
+            raise bad_line(path, 1, lines[0], "four numbers after the image name") from None
+        good, ok, junk = (_gt_list(gt_dir, qid, kind) for kind in ("good", "ok", "junk"))
+        queries.append(OxfordQuery(qid, Path(image).stem, box, good, ok, junk))  # type: ignore[arg-type]
+    if not queries:
+        raise MissingDataError(f"{gt_dir} holds no '<name>_<n>_query.txt' ground-truth files")
+    return queries
+
+
+def _gt_list(gt_dir: Path, qid: str, kind: str) -> tuple[str, ...]:
+    """Image ids of ``<qid>_<kind>.txt`` (one name a line), sorted."""
+    lines = read_lines(gt_dir / f"{qid}_{kind}.txt", f"{kind} list of query {qid}")
+    return tuple(sorted(Path(line.split()[0]).stem for line in lines))
+
+
+class OxfordStyleRetrieval(RetrievalDataset):
+    """Oxford5k's protocol: the database is every image under ``jpg/`` (sub-folders included, as in
+    Paris6k's archive), ids are file stems; each ``gt/*_query.txt`` is one query, cropped to its box;
+    positives are good + ok, junk is ignored by the metric."""
+
+    image_dir = "jpg"
+    gt_dir = "gt"
+    query_prefixes: tuple[str, ...] = ("oxc1_",)
+
+    def __init__(self, data_root=None, path=None):
+        super().__init__(data_root, path)
+        self._db: dict[str, Path] | None = None
+        self._queries: list[OxfordQuery] | None = None
+
+    def required_paths(self):
+        return [self.root / self.image_dir, self.root / self.gt_dir]
+
+    def database(self) -> dict[str, Path]:
+        if self._db is None:
+            self.check()
+            db: dict[str, Path] = {}
+            for p in images_under(self.root / self.image_dir, recursive=True):
+                if p.stem in db:
+                    raise AnnotationError(f"{self.name}: two images share the id {p.stem!r}: {db[p.stem]} and {p}")
+                db[p.stem] = p
+            self._db = db
+        return self._db
+
+    def queries(self) -> list[OxfordQuery]:
+        if self._queries is None:
+            self.check()
+            self._queries = parse_oxford_gt(self.root / self.gt_dir, self.query_prefixes)
+            db = self.database()
+            for q in self._queries:
+                if q.image not in db:
+                    raise AnnotationError(f"{self.name}: query {q.id} uses image {q.image!r}, which is not "
+                                          f"under {self.root / self.image_dir}")
+        return self._queries
+
+    def items(self, split: str) -> list[Item]:
+        self._require_split(split)
+        db = self.database()
+        if split == "database":
+            return [Item(i, str(p)) for i, p in db.items()]
+        return [Item(q.id, str(db[q.image]), box=q.box) for q in self.queries()]
+
+    def extras(self, split: str) -> dict:
+        self._require_split(split)
+        if split != "queries":
+            return {}
+        return {"ground_truth": {q.id: {"positives": sorted(set(q.good) | set(q.ok)), "junk": list(q.junk)}
+                                 for q in self.queries()}}

@@ -1,0 +1,79 @@
+"""``caltech101``: Caltech-101 (Fei-Fei, Fergus & Perona, 2004), 101 object classes + background.
+
+Layout as distributed: ``101_ObjectCategories/<class>/image_NNNN.jpg`` (102 folders with
+``BACKGROUND_Google``). Protocol (DeCAF and the usual Caltech-101 setting): per seed, 30 random
+training images per class and up to 50 of the remaining ones for testing; mean class accuracy,
+averaged over seeds. ``background`` (default off) keeps ``BACKGROUND_Google`` as a 102nd class.
+Everything is stored once in split ``all``; seeds only re-partition stored rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnbench import hookimpl
+from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images
+from cnnbench.download import Download
+
+from ._common import seeded_capped_split
+
+BACKGROUND = "BACKGROUND_Google"
+
+
+@hookimpl
+def register_datasets(register):
+    register("caltech101", Caltech101, description="Caltech-101, 30 train / up to 50 test per class, seeded; mean class accuracy")
+
+
+class Caltech101(Dataset):
+    name = "caltech101"
+    task = "multiclass"
+    metric = "mean_class_accuracy"
+    splits = ("all",)
+    folder = "caltech101"
+    description = "Caltech-101: seeded 30 train / up to 50 test per class, mean over seeds; background optional"
+    url = "https://data.caltech.edu/records/mzrjq-6wc02"
+    layout = "  101_ObjectCategories/<class>/image_0001.jpg ...  (101 classes + BACKGROUND_Google)"
+    # the zip holds caltech-101/101_ObjectCategories.tar.gz, unpacked in turn (images_root finds it there)
+    downloads = (Download("https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip", None,
+                          inner=("caltech-101/101_ObjectCategories.tar.gz",)),)
+
+    def __init__(self, data_root=None, path=None, train_per_class: int = 30, test_per_class: int = 50,
+                 seeds=(0, 1, 2), background: bool = False):
+        super().__init__(data_root, path)
+        self.train_per_class, self.test_per_class = int(train_per_class), int(test_per_class)
+        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+        self.background = bool(background)
+
+    def options(self) -> dict:
+        return {"train_per_class": self.train_per_class, "test_per_class": self.test_per_class,
+                "seeds": self.seeds, "background": self.background}
+
+    @property
+    def images_root(self):
+        """``101_ObjectCategories`` under the root (or under ``caltech-101/``, as the zip unpacks)."""
+        direct = self.root / "101_ObjectCategories"
+        nested = self.root / "caltech-101" / "101_ObjectCategories"
+        return nested if not direct.exists() and nested.exists() else direct
+
+    def required_paths(self):
+        return [self.images_root]
+
+    @property
+    def classes(self) -> list[str]:
+        self.check()
+        return [p.name for p in class_folders(self.images_root) if self.background or p.name != BACKGROUND]
+
+    def items(self, split: str) -> list[Item]:
+        self._require_split(split)
+        items = []
+        for k, name in enumerate(self.classes):
+            items.extend(Item(f"{name}/{p.name}", str(p), k) for p in list_images(self.images_root / name))
+        return items
+
+    def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        out = []
+        for seed in self.seeds:
+            train, test = seeded_capped_split(np.asarray(labels["all"]), self.train_per_class, self.test_per_class, seed)
+            out.append(Trial(f"seed{seed}", {"all": train}, {"all": test}))
+        return out

@@ -1,0 +1,85 @@
+"""``oxford5k-subset``: 1008 Oxford Buildings images with 10 queries, in cnnbench's own small format
+(the copy in ``../shared/data/oxford5k-subset``, used by tests and quick benchmarks).
+
+Layout: ``jpg/*.jpg`` and ``queries.json``, a list of ``{"id", "query" (file name), "bbox" (x1, y1,
+x2, y2 in the stored images' pixels), "relevant" (file names)}``. Splits ``database`` (every image,
+id = file stem) and ``queries`` (the query images cropped to their box, id = the query's ``id``).
+The source merged good, ok and junk, so ``relevant`` are all positives and nothing is junk: report
+it as "Oxford5k-subset (approximate gt)", comparable between backbones, not to published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cnnbench import hookimpl
+from cnnbench.dataset import Item
+
+from ._common import AnnotationError, RetrievalDataset, images_under
+
+
+@hookimpl
+def register_datasets(register):
+    register("oxford5k-subset", Oxford5kSubset,
+             description="1008 Oxford5k images, 10 cropped queries (approximate gt, our format); mAP")
+
+
+class Oxford5kSubset(RetrievalDataset):
+    name = "oxford5k-subset"
+    folder = "oxford5k-subset"
+    description = "Oxford5k subset: 1008 images, 10 queries with boxes, approximate ground truth; mAP"
+    url = "cnnbench's shared test data (a subset of https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/)"
+    layout = ('  jpg/all_souls_000000.jpg ...\n'
+              '  queries.json: [{"id": ..., "query": "<file>.jpg", "bbox": [x1, y1, x2, y2], "relevant": ["<file>.jpg", ...]}]')
+
+    def __init__(self, data_root=None, path=None):
+        super().__init__(data_root, path)
+        self._queries: list[dict] | None = None
+
+    def required_paths(self):
+        return [self.root / "jpg", self.root / "queries.json"]
+
+    def _db(self) -> dict[str, Path]:
+        self.check()
+        return {p.stem: p for p in images_under(self.root / "jpg")}
+
+    def queries(self) -> list[dict]:
+        if self._queries is None:
+            path = self.root / "queries.json"
+            self.check()
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
+            if not isinstance(raw, list):
+                raise AnnotationError(f"{path}: expected a list of queries, got {type(raw).__name__}")
+            db = self._db()
+            out = []
+            for k, q in enumerate(raw):
+                missing = {"id", "query", "bbox", "relevant"} - set(q)
+                if missing:
+                    raise AnnotationError(f"{path}: query #{k} lacks {sorted(missing)}")
+                if len(q["bbox"]) != 4:
+                    raise AnnotationError(f"{path}: query {q['id']!r}: bbox must be [x1, y1, x2, y2]")
+                stems = [Path(n).stem for n in [q["query"], *q["relevant"]]]
+                absent = [s for s in stems if s not in db]
+                if absent:
+                    raise AnnotationError(f"{path}: query {q['id']!r} names images not in jpg/: {absent[:5]}")
+                out.append({"id": str(q["id"]), "image": stems[0], "box": tuple(float(v) for v in q["bbox"]),
+                            "positives": sorted(set(stems[1:]))})
+            self._queries = sorted(out, key=lambda q: q["id"])
+        return self._queries
+
+    def items(self, split: str) -> list[Item]:
+        self._require_split(split)
+        db = self._db()
+        if split == "database":
+            return [Item(i, str(p)) for i, p in db.items()]
+        return [Item(q["id"], str(db[q["image"]]), box=q["box"]) for q in self.queries()]
+
+    def extras(self, split: str) -> dict:
+        self._require_split(split)
+        if split != "queries":
+            return {}
+        return {"ground_truth": {q["id"]: {"positives": q["positives"], "junk": []} for q in self.queries()}}
