@@ -208,6 +208,7 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
             spatial_levels=_levels_for(settings.get("spatial_levels"), split),
             box_scale=settings.get("box_scale"),
             precision=settings.get("precision") or "fp32",
+            runtime=settings.get("runtime") or "auto",
         )
         if res.cached:
             click.echo(f"{res.path}: up to date ({res.written} images)")
@@ -237,13 +238,15 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
 @click.option("--box-scale", type=float, help="Enlarge item boxes by this factor (default: the data set's).")
 @click.option("--pooling", type=click.Choice(["avg", "max"]), help="How spatial maps become vectors.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision (GPU).")
+@click.option("--runtime", type=click.Choice(["auto", "eager", "compile", "onnx"]),
+              help="Inference runtime (auto: the fastest exact one: ONNX Runtime on CPU, eager on GPU).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
-                device, views, spatial_levels, box_scale, pooling, precision, overwrite, no_progress,
+                device, views, spatial_levels, box_scale, pooling, precision, runtime, overwrite, no_progress,
                 dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
     try:
@@ -252,7 +255,7 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
                  overwrite=overwrite, progress=not no_progress,
                  dataset_opts=P.parse_assignments(dataset_opts), backbone_opts=P.parse_assignments(backbone_opts),
                  overrides={"views": views, "spatial_levels": spatial_levels, "box_scale": box_scale,
-                            "pooling": pooling, "precision": precision})
+                            "pooling": pooling, "precision": precision, "runtime": runtime})
     except CnnbenchError as exc:
         _fail(exc)
 

@@ -24,7 +24,8 @@ import torch
 from . import __version__
 from .backbone import Backbone
 from .dataset import Dataset, Item
-from .images import VIEW_MODES, load_views, normalize, view_names
+from . import runtime as runtimes
+from .images import VIEW_MODES, load_views, view_names
 from .store import StoreWriter, open_info
 
 log = logging.getLogger("cnnbench.extract")
@@ -135,13 +136,15 @@ def extract_split(
     spatial_levels: int = 4,
     box_scale: float | None = None,
     precision: str = "fp32",
+    runtime: str = "auto",
 ) -> ExtractResult:
     """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file).
 
     With ``views`` other than ``"none"`` every image gives V model inputs (16 for ``jitter16``, the sum
     of l² for ``spatial``) and features are stored as (N, V, D); ``batch_size`` counts model inputs,
     so a batch holds ``batch_size // V`` images, all of whose views go through the model together.
-    ``box_scale`` (default: the data set's) enlarges item boxes before cropping.
+    ``box_scale`` (default: the data set's) enlarges item boxes before cropping. ``runtime`` is
+    ``auto`` (fastest exact one), ``eager``, ``compile`` or ``onnx`` (see :mod:`cnnbench.runtime`).
     """
     out_path = Path(out_path)
     layers = list(layers) if layers else [backbone.default_layer]
@@ -171,8 +174,7 @@ def extract_split(
         raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     backbone.to(dev)
-    if dev.type == "cpu":
-        backbone.model.to(memory_format=torch.channels_last)
+    rt = runtimes.build(backbone, layers, pooling, runtime, dev, autocast_dtype=autocast_dtype)
     workers = workers or default_workers()
     writer = StoreWriter(out_path, sig)
     start = writer.next_item
@@ -203,11 +205,8 @@ def extract_split(
                 if len(ok):
                     x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
                     if dev.type == "cuda":
-                        x = x.pin_memory().to(dev, non_blocking=True)
-                    with torch.inference_mode(), torch.autocast(dev.type, dtype=autocast_dtype,
-                                                                enabled=autocast_dtype is not None):
-                        out = backbone.features(normalize(x, backbone.preprocess), layers, pooling)
-                    feats = {k: v.float().cpu().numpy() for k, v in out.items()}
+                        x = x.pin_memory()
+                    feats = {k: v.cpu().numpy() for k, v in zip(layers, rt(x))}
                     if view_cfg.mode != "none":
                         feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
                 for sid, why in skipped:
@@ -227,6 +226,7 @@ def extract_split(
             "default_layer": layers[0],
             "task": dataset.task,
             "views": view_cfg.names,
+            "runtime": rt.name,
             "classes": list(dataset.classes),
             "n_skipped": _count_skipped(writer),
         }
@@ -240,6 +240,7 @@ def extract_split(
         raise
     finally:
         bar.close()
+        rt.close()
     seconds = time.perf_counter() - t0
     return ExtractResult(out_path, len(items) - len(skipped_all) - start, skipped_all, seconds, resumed_from=start)
 

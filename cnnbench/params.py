@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "heads": ["svm", "l2"],
     "extract": {"batch_size": 64, "workers": 0, "device": "auto", "pooling": "avg", "layers": [],
                 "views": "none", "rotation_angles": [-5.0, 5.0], "spatial_levels": {"default": 4, "queries": 3},
-                "box_scale": None, "precision": "fp32"},
+                "box_scale": None, "precision": "fp32", "runtime": "auto"},
     "backbone_options": {},
     "dataset_options": {},
     "head_options": {},

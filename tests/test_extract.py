@@ -40,7 +40,7 @@ def test_features_equal_a_direct_forward_and_files_are_reproducible(tiny, image_
     x = torch.from_numpy(load_and_preprocess(item.image, tiny.preprocess)[None])
     with torch.inference_mode():
         direct = tiny.features(normalize(x, tiny.preprocess), ["act"])["act"].numpy()
-    np.testing.assert_allclose(fs.features[3], direct[0], atol=1e-5)
+    np.testing.assert_allclose(fs.features[3], direct[0], atol=1e-4)  # any runtime: within 1e-4 of eager
 
 
 def test_an_up_to_date_file_is_not_extracted_again(tiny, image_folder, tmp_path):
@@ -54,20 +54,38 @@ def test_interrupted_extraction_resumes_and_gives_the_same_file(tiny, image_fold
     ds = _folder(image_folder)
     ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", batch_size=4, progress=False).path
     target = tmp_path / "t.h5"
-    calls = {"n": 0}
-    real = tiny.features
+    from cnnbench import extract as engine
 
-    def dies_on_third_batch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    real_build = engine.runtimes.build
 
-    monkeypatch.setattr(tiny, "features", dies_on_third_batch)
+    def build_dying_runtime(*a, **k):
+        rt, calls = real_build(*a, **k), {"n": 0}
+        real_call = rt.__call__
+
+        def dies_on_third_batch(x):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return real_call(x)
+
+        rt.__call__ = dies_on_third_batch
+        return _Callable(rt)
+
+    class _Callable:
+        def __init__(self, rt):
+            self.rt, self.name = rt, rt.name
+
+        def __call__(self, x):
+            return self.rt.__call__(x)
+
+        def close(self):
+            self.rt.close()
+
+    monkeypatch.setattr(engine.runtimes, "build", build_dying_runtime)
     with pytest.raises(KeyboardInterrupt):
         extract_split(tiny, ds, "all", target, batch_size=4, progress=False)
     assert not target.exists() and store.partial_path(target).exists()
-    monkeypatch.setattr(tiny, "features", real)
+    monkeypatch.setattr(engine.runtimes, "build", real_build)
     res = extract_split(tiny, ds, "all", target, batch_size=4, progress=False)
     assert res.resumed_from == 8
     assert target.read_bytes() == ref.read_bytes()
