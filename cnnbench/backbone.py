@@ -37,6 +37,8 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.crop not in ("center", "full"):
             raise ValueError(f"crop must be 'center' or 'full', got {self.crop!r}")
+        if self.crop == "center" and self.resize_size < self.input_size:
+            raise ValueError(f"resize_size {self.resize_size} is smaller than input_size {self.input_size}")
         if self.interpolation not in ("bicubic", "bilinear", "nearest", "lanczos"):
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
 

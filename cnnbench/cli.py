@@ -209,6 +209,7 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
             box_scale=settings.get("box_scale"),
             precision=settings.get("precision") or "fp32",
             runtime=settings.get("runtime") or "auto",
+            fast_decode=bool(settings.get("fast_decode", True)),
         )
         if res.cached:
             click.echo(f"{res.path}: up to date ({res.written} images)")

@@ -64,6 +64,7 @@ class ViewConfig:
     angles: tuple[float, ...] = (-5.0, 5.0)  # jitter16 rotations, degrees
     levels: int = 4  # spatial: levels 1..levels, sum of l² patches
     box_scale: float = 1.0  # boxes enlarged by this factor
+    fast_decode: bool = True  # JPEG draft mode for big photos (see cnnbench.images.load_image)
 
     def __post_init__(self) -> None:
         if self.mode not in VIEW_MODES:
@@ -81,7 +82,8 @@ def decode_batch(items: Sequence[Item], backbone: Backbone, views: ViewConfig = 
     for item in items:
         try:
             arrays.append(load_views(item.image, backbone.preprocess, item.box, box_scale=views.box_scale,
-                                     mode=views.mode, angles=views.angles, levels=views.levels))
+                                     mode=views.mode, angles=views.angles, levels=views.levels,
+                                     fast_decode=views.fast_decode))
             ok.append(item)
         except Exception as exc:  # noqa: BLE001 - any decoder failure skips this one image only
             skipped.append((item.id, f"{_describe(item)}: {exc}"))
@@ -97,11 +99,13 @@ def _describe(item: Item) -> str:
 def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item], layers, pooling,
               views: ViewConfig = ViewConfig()) -> dict:
     ids_hash = hashlib.sha256("\n".join(i.id for i in items).encode()).hexdigest()
-    view_sig = {} if views == ViewConfig(box_scale=views.box_scale) else {"view_mode": views.mode, "view_names": views.names}
+    view_sig = {} if views.mode == "none" else {"view_mode": views.mode, "view_names": views.names}
     if views.mode == "jitter16":
         view_sig["rotation_angles"] = list(views.angles)
     if any(i.box is not None for i in items):
         view_sig["box_scale"] = views.box_scale
+    if not views.fast_decode:
+        view_sig["fast_decode"] = False
     return {
         **view_sig,
         "backbone": backbone.name,
@@ -137,6 +141,7 @@ def extract_split(
     box_scale: float | None = None,
     precision: str = "fp32",
     runtime: str = "auto",
+    fast_decode: bool = True,
 ) -> ExtractResult:
     """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file).
 
@@ -153,7 +158,7 @@ def extract_split(
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     view_cfg = ViewConfig(views, tuple(float(a) for a in rotation_angles), int(spatial_levels),
-                          float(dataset.box_scale if box_scale is None else box_scale))
+                          float(dataset.box_scale if box_scale is None else box_scale), bool(fast_decode))
     n_views = len(view_cfg.names)
     images_per_batch = max(1, int(batch_size) // n_views) if n_views > 1 else int(batch_size)
     items = list(dataset.items(split))
@@ -206,7 +211,7 @@ def extract_split(
                     x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
                     if dev.type == "cuda":
                         x = x.pin_memory()
-                    feats = {k: v.cpu().numpy() for k, v in zip(layers, rt(x))}
+                    feats = {k: v.cpu().numpy() for k, v in zip(layers, _forward(rt, x))}
                     if view_cfg.mode != "none":
                         feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
                 for sid, why in skipped:
@@ -243,6 +248,20 @@ def extract_split(
         rt.close()
     seconds = time.perf_counter() - t0
     return ExtractResult(out_path, len(items) - len(skipped_all) - start, skipped_all, seconds, resumed_from=start)
+
+
+def _forward(rt, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run a batch; on a GPU out-of-memory error, run it again in halves (and remember nothing: the
+    next batch tries the full size again, which is right when memory was only briefly short)."""
+    try:
+        return rt(x)
+    except torch.cuda.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(x) // 2
+        log.warning("GPU out of memory on a batch of %d inputs: splitting it (lower --batch-size)", len(x))
+        return [torch.cat(parts) for parts in zip(_forward(rt, x[:half]), _forward(rt, x[half:]))]
 
 
 def writer_progress(writer: StoreWriter) -> int:

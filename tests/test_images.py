@@ -56,3 +56,30 @@ def test_box_is_cropped_before_resizing():
     out = preprocess(Image.fromarray(arr), Preprocess(input_size=8, crop="full", interpolation="nearest"),
                      box=(60, 20, 80, 40))
     assert out.min() == 200
+
+
+def test_preprocessing_equals_torchvision_reference_on_real_photos(shared_data):
+    from torchvision import transforms
+
+    pp = Preprocess(input_size=224, resize_size=256, interpolation="bicubic")
+    reference = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
+    ])
+    paths = sorted((shared_data / "flowers17" / "jpg").glob("*.jpg"))[::150]
+    paths += sorted((shared_data / "oxford5k-subset" / "jpg").glob("*.jpg"))[:4]
+    for path in paths:
+        ours = preprocess(load_image(path), pp)
+        ref = np.asarray(reference(Image.open(path).convert("RGB")))
+        np.testing.assert_array_equal(ours, ref, err_msg=str(path))
+        # draft mode only kicks in on photos at least twice the target size: none of these
+        np.testing.assert_array_equal(preprocess(load_image(path, draft_size=256), pp), ours)
+
+
+def test_jpeg_draft_on_a_big_photo_stays_within_two_grey_levels(shared_data, tmp_path):
+    src = sorted((shared_data / "oxford5k-subset" / "jpg").glob("*.jpg"))[0]
+    big = tmp_path / "big.jpg"
+    Image.open(src).convert("RGB").resize((1536, 1152), Image.Resampling.BICUBIC).save(big, quality=92)
+    pp = Preprocess(input_size=224, resize_size=256)
+    full = preprocess(load_image(big), pp).astype(float)
+    fast = preprocess(load_image(big, draft_size=256), pp).astype(float)
+    assert np.abs(full - fast).mean() < 2.0
