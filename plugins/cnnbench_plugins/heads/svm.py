@@ -185,7 +185,7 @@ class _BatchedModel:
     def start(self, X: np.ndarray, y: np.ndarray) -> None:
         Xf, self.y = _flatten(X, y)
         self.X = self.svm.prepare(Xf)
-        self.gram = self.X @ self.X.T if self.X.shape[0] <= 20000 else None
+        self.gram = None
 
     def fit(self, C: float) -> None:
         self.svm.fit(self.X, self.y, C, n_classes=self.n_outputs, warm_start=self.W, gram=self.gram)
