@@ -58,3 +58,17 @@ def test_png_bar_chart_is_written(tmp_path):
     out = tmp_path / "r" / "compare.png"
     render_png(build_table(load_records(tmp_path / "m")), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_cli_compare_writes_every_report(tmp_path):
+    from conftest import run_cli
+
+    write_json(tmp_path / "metrics/mynet/oxford5k/l2.json", _record("mynet", "oxford5k", "l2", "mAP", 0.6))
+    proc = run_cli("--params", str(tmp_path / "none.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
+                   "--markdown", str(tmp_path / "r/c.md"), "--csv", str(tmp_path / "r/c.csv"), "--png",
+                   str(tmp_path / "r/c.png"), "--long-csv", str(tmp_path / "r/l.csv"), "--baseline", "CNN-ss")
+    assert "(+4.4)" in (tmp_path / "r/c.md").read_text() and (tmp_path / "r/c.png").exists()
+    assert "wrote" in proc.stdout
+    bad = run_cli("--params", str(tmp_path / "none.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
+                  "--baseline", "nosuch", check=False)
+    assert bad.returncode != 0 and "nosuch" in bad.stderr

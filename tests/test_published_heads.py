@@ -228,3 +228,26 @@ def test_svm_balanced_and_liblinear_options_run():
         assert out["mean_class_accuracy"] > 0.8, opts
     with pytest.raises(ValueError, match="view_pooling"):
         plugins.create("head", "svm", view_pooling="mean")
+
+
+def test_evaluate_passes_the_metric_only_to_heads_that_take_it():
+    from cnnbench.evaluate import _accepts_metric, _primary_metric
+    from cnnbench.head import Head
+
+    class OldHead(Head):
+        def evaluate(self, train, test, task):
+            return {}
+
+    class KwHead(Head):
+        def evaluate(self, train, test, task, **kw):
+            return {}
+
+    class DS:
+        task, metric = "retrieval", "top4"
+
+    assert not _accepts_metric(OldHead()) and _accepts_metric(KwHead())
+    assert _accepts_metric(plugins.create("head", "svm")) and _accepts_metric(plugins.create("head", "l2"))
+    assert _primary_metric(plugins.create("head", "l2"), DS) == "top4"
+    DS.task, DS.metric = "multilabel", "mean_auc"
+    assert _primary_metric(plugins.create("head", "svm"), DS) == "mean_auc"
+    assert _primary_metric(OldHead(), DS) == "mean_auc"
