@@ -6,7 +6,12 @@ low-dimensional manifold plus noise (real features of that size are not availabl
 Both sides run the same 3-fold stratified CV over the same 5-value C grid, then refit on the whole
 training set with the chosen C, one after the other in this process (same machine, same load).
 
-    python benchmarks/svm_speed.py [--loss squared_hinge|hinge] [--noise 2.0] [--device cpu]
+    python benchmarks/svm_speed.py [--loss squared_hinge|hinge] [--solver batched|liblinear|auto]
+        [--noise 2.0] [--device cpu|cuda]
+
+Measured here (2 CPU cores, shared): squared hinge: LinearSVC + GridSearchCV 68.0 s, 82.06 %;
+batched 5.5 s, 82.01 % (12.4x, -0.05 points). Hinge: LinearSVC 30.2 s, 79.41 %; batched
+(smoothed hinge) 43.7 s, 79.90 % (0.7x): the head's solver ``auto`` uses liblinear for the hinge.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def main() -> None:
     ap.add_argument("--loss", default="squared_hinge", choices=["squared_hinge", "hinge"])
     ap.add_argument("--noise", type=float, default=2.0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--solver", default="batched", choices=["batched", "liblinear", "auto"])
     ap.add_argument("--grid", default="0.01,0.1,1,10,100")
     args = ap.parse_args()
     grid = [float(c) for c in args.grid.split(",")]
@@ -55,7 +61,7 @@ def main() -> None:
     test = FeatureSet(Xt, yt, ids[: len(yt)], train.classes)
 
     t0 = time.perf_counter()
-    head = LinearSVMHead(C_grid=grid, cv_folds=3, loss=args.loss, solver="batched", device=args.device)
+    head = LinearSVMHead(C_grid=grid, cv_folds=3, loss=args.loss, solver=args.solver, device=args.device)
     ours = head.evaluate(train, test, "multiclass", metric="accuracy")
     t_ours = time.perf_counter() - t0
 
@@ -69,7 +75,7 @@ def main() -> None:
     t_sk = time.perf_counter() - t0
 
     print(f"LinearSVC + GridSearchCV : {t_sk:7.1f} s  test accuracy {100 * acc_sk:.2f} %  C={search.best_params_['C']}")
-    print(f"svm head, batched solver : {t_ours:7.1f} s  test accuracy {100 * ours['accuracy']:.2f} %  C={ours['C']}")
+    print(f"svm head, {args.solver:9s} solver: {t_ours:7.1f} s  test accuracy {100 * ours['accuracy']:.2f} %  C={ours['C']}")
     print(f"speed-up {t_sk / t_ours:.1f}x; accuracy gap (ours - LinearSVC) {100 * (ours['accuracy'] - acc_sk):+.2f} points")
 
 
