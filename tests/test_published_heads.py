@@ -251,3 +251,39 @@ def test_evaluate_passes_the_metric_only_to_heads_that_take_it():
     DS.task, DS.metric = "multilabel", "mean_auc"
     assert _primary_metric(plugins.create("head", "svm"), DS) == "mean_auc"
     assert _primary_metric(OldHead(), DS) == "mean_auc"
+
+
+def test_l2_on_the_real_oxford5k_subset_ground_truth(shared_data):
+    """Real ids and ground truth (queries.json); features crafted so the answer is known:
+    each database image sits at its landmark's centre, so a query finds its relevant images
+    first unless they belong to another landmark."""
+    root = shared_data / "oxford5k-subset"
+    if not (root / "queries.json").exists():
+        pytest.skip(f"{root}/queries.json not found")
+    queries = json.loads((root / "queries.json").read_text())
+    db_ids = np.array(sorted(p.name for p in (root / "jpg").glob("*.jpg")), dtype=object)
+    rng = np.random.default_rng(0)
+    landmark_of_query = {q["id"]: k for k, q in enumerate(queries)}
+    relevant_to = {}
+    for q in queries:
+        for r in q["relevant"]:
+            relevant_to.setdefault(r, landmark_of_query[q["id"]])
+    dim = len(queries) + 1
+    db = np.zeros((len(db_ids), dim), np.float32)
+    for i, name in enumerate(db_ids):
+        db[i, relevant_to.get(name, dim - 1)] = 1.0
+    db += 0.01 * rng.standard_normal(db.shape).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)  # unit length: L2 order = dot-product order
+    q_feats = np.eye(dim, dtype=np.float32)[: len(queries)]
+    gt = {q["id"]: {"positives": [r for r in q["relevant"] if r != q["query"]], "junk": [q["query"]]} for q in queries}
+    q_ids = np.array([q["id"] for q in queries], dtype=object)
+    out = plugins.create("head", "l2", pca_dim=None).evaluate(
+        FeatureSet(db, np.full(len(db), -1), db_ids, []),
+        FeatureSet(q_feats, np.full(len(q_ids), -1), q_ids, [], {"ground_truth": gt}), "retrieval", metric="mAP")
+    # queries whose relevant images are also relevant to an earlier query lose those (they sit elsewhere)
+    from cnnbench.metrics import oxford_average_precision
+
+    order = np.argsort(-(q_feats @ db.T), axis=1, kind="stable")
+    expected = np.mean([oxford_average_precision(db_ids[order[k]], set(gt[q["id"]]["positives"]), set(gt[q["id"]]["junk"]))
+                        for k, q in enumerate(queries)])
+    assert out["n_queries"] == len(queries) and out["mAP"] == pytest.approx(expected, abs=1e-6) and out["mAP"] > 0.5
