@@ -31,8 +31,10 @@ Two kinds of data set:
 ``pca_fit`` names the descriptors PCA/whitening is fitted on: ``database`` (default: the
 retrieval database, i.e. the train selection; unsupervised, and the usual choice when no
 independent set is at hand), ``queries`` (the test selection), or the path of a feature file
-(``.h5``, e.g. Paris6k's database features for Oxford5k: the independent-set protocol);
-``pca_layer`` picks its layer.
+(``.h5``: another split of the same data set, ``features/<backbone>/<dataset>/<split>.h5``, or
+another data set's features, e.g. Paris6k's for Oxford5k: the independent-set protocol);
+``pca_layer`` picks its layer. A head sees only the trial's two selections, so splits other
+than the database and the queries are named by their file.
 
 Spatial search: features with a patch axis (N, P, D). When P is the size of a spatial pyramid
 (1, 5, 14, 30 … patches: levels 1..h, order level 1, level 2 row-major, …), ``levels`` =
