@@ -315,24 +315,36 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @click.option("--metrics", "metrics_dir", type=click.Path(file_okay=False), help="Metrics folder (default: params).")
 @click.option("--markdown", type=click.Path(dir_okay=False), help="Markdown output (default: REPORTS/compare.md).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV output (default: REPORTS/compare.csv).")
+@click.option("--long-csv", type=click.Path(dir_okay=False),
+              help="One line per cell, for `dvc plots` (default: REPORTS/compare_long.csv).")
+@click.option("--png", type=click.Path(dir_okay=False), help="Bar chart (default: REPORTS/compare.png).")
+@click.option("--baseline", default="paper: OverFeat CNN-SVM", show_default=True,
+              help="Row the differences are measured against: a paper row or alias (CNN-SVM, CNN-ss, "
+                   "CNNaug-SVM) or a measured backbone name; 'none' for no differences.")
 @click.option("--all-metrics", is_flag=True, help="Every metric, not only each data set's primary one.")
 @click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
 @pass_ctx
-def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, all_metrics, no_paper) -> None:
-    """Print the measured table beside the paper's numbers; write it as Markdown and CSV."""
+def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper) -> None:
+    """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
     from .compare import build_table, load_records, render_terminal, write_reports
 
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
     records = load_records(metrics_dir)
     if not records:
         _fail(CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first"))
-    table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper)
+    try:
+        table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
+                            baseline=None if baseline.lower() == "none" else baseline)
+    except CnnbenchError as exc:
+        _fail(exc)
     reports = Path(ctx.params["reports_dir"])
     markdown = markdown or reports / "compare.md"
     csv_path = csv_path or reports / "compare.csv"
+    long_csv = long_csv or reports / "compare_long.csv"
+    png = png or reports / "compare.png"
     render_terminal(table)
-    write_reports(table, markdown, csv_path)
-    click.echo(f"wrote {markdown} and {csv_path}")
+    write_reports(table, markdown, csv_path, png=png, long_csv=long_csv)
+    click.echo(f"wrote {markdown}, {csv_path}, {long_csv} and {png}")
 
 
 def run() -> None:  # console-script entry point

@@ -2,6 +2,12 @@
 
 Rows are backbones (the paper's rows first, where a column has a published number); columns are
 (data set, head, metric). Values are percentages; ``± x`` is the standard deviation over trials.
+
+Every other row's value is followed by its difference to the *baseline* row in the same column
+(``(+1.2)``, percentage points; ``--baseline``: the paper's CNN-SVM row by default, a paper alias
+such as ``CNN-ss`` / ``CNNaug-SVM``, or a measured row's name). Outputs: a terminal table,
+Markdown, a wide CSV (values and differences), a long CSV (one row per cell: what ``dvc plots``
+reads) and a PNG bar chart grouped by data set with the paper's numbers as reference marks.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paper
+from .errors import CnnbenchError
 from .jsonio import atomic_write_text
 
 log = logging.getLogger("cnnbench.compare")
@@ -29,13 +36,39 @@ class Table:
     values: dict[tuple[str, Column], float] = field(default_factory=dict)  # percent
     spread: dict[tuple[str, Column], float] = field(default_factory=dict)
     reference_rows: list[str] = field(default_factory=list)
+    baseline: str | None = None
+
+    def diff(self, row: str, col: Column) -> float | None:
+        """Row minus baseline in percentage points, where both have a value (None otherwise)."""
+        if self.baseline is None or row == self.baseline:
+            return None
+        v, b = self.values.get((row, col)), self.values.get((self.baseline, col))
+        return None if v is None or b is None else v - b
 
     def cell(self, row: str, col: Column) -> str:
         v = self.values.get((row, col))
         if v is None:
             return "—"
         s = self.spread.get((row, col))
-        return f"{v:.1f} ± {s:.1f}" if s else f"{v:.1f}"
+        text = f"{v:.1f} ± {s:.1f}" if s else f"{v:.1f}"
+        d = self.diff(row, col)
+        return text if d is None else f"{text} ({d:+.1f})"
+
+    def set_baseline(self, name: str | None) -> None:
+        """Pick the reference row: a row name, a paper alias (``CNN-SVM``, ``CNN-ss``, ``CNNaug-SVM``)
+        or a backbone name; None: no differences."""
+        if name is None:
+            self.baseline = None
+            return
+        resolved = paper.ALIASES.get(name.lower(), name)
+        if resolved not in self.rows:
+            matches = [r for r in self.rows if r.split(" [")[0] == name]
+            if len(matches) != 1:
+                raise CnnbenchError(f"baseline {name!r} is not a row of this table; rows: {self.rows}"
+                                    f"{' (several layers match: name one)' if matches else ''}; paper aliases: "
+                                    f"{sorted(paper.ALIASES)}")
+            resolved = matches[0]
+        self.baseline = resolved
 
     @staticmethod
     def label(col: Column) -> str:
@@ -59,7 +92,10 @@ def _row_name(rec: dict, multi_layer: set[str]) -> str:
     return f"{rec['backbone']} [{rec['layer']}]" if rec["backbone"] in multi_layer else rec["backbone"]
 
 
-def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool = True) -> Table:
+def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool = True,
+                baseline: str | None = paper.DEFAULT_BASELINE) -> Table:
+    """``baseline``: the row differences are measured against (see :meth:`Table.set_baseline`);
+    the paper's default row is silently dropped when the table has no paper row."""
     layers: dict[str, set[str]] = {}
     for rec in records:
         layers.setdefault(rec["backbone"], set()).add(rec.get("layer") or "")
@@ -91,6 +127,9 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
                 for col, v in hits.items():
                     table.values[(name, col)] = v
         table.rows[:0] = table.reference_rows
+    if baseline == paper.DEFAULT_BASELINE and baseline not in table.rows:
+        baseline = None
+    table.set_baseline(baseline)
     return table
 
 
@@ -99,38 +138,129 @@ def to_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
     for row in table.rows:
         lines.append("| " + " | ".join([row] + [table.cell(row, c) for c in table.columns]) + " |")
+    notes = []
+    if table.baseline:
+        notes.append(f"In brackets: difference to **{table.baseline}** (percentage points).")
     if table.reference_rows:
+        notes.append(f"Paper rows: {paper.CITATION}.")
+    if notes:
         lines.append("")
-        lines.append(f"Paper rows: {paper.CITATION}.")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
 
 
 def to_csv(table: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone"] + [Table.label(c) for c in table.columns])
+    header = ["backbone"] + [Table.label(c) for c in table.columns]
+    if table.baseline:
+        header += [f"{Table.label(c)} vs {table.baseline} (points)" for c in table.columns]
+    w.writerow(header)
     for row in table.rows:
         vals = table.values
-        w.writerow([row] + ["" if (row, c) not in vals else f"{vals[(row, c)]:.2f}" for c in table.columns])
+        line = [row] + ["" if (row, c) not in vals else f"{vals[(row, c)]:.2f}" for c in table.columns]
+        if table.baseline:
+            line += ["" if table.diff(row, c) is None else f"{table.diff(row, c):+.2f}" for c in table.columns]
+        w.writerow(line)
     return buf.getvalue()
+
+
+def to_long_csv(table: Table) -> str:
+    """One line per (row, column) with a value: what ``dvc plots show`` draws."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["backbone", "column", "dataset", "head", "metric", "value", "std", "reference", "baseline", "difference"])
+    for row in table.rows:
+        for c in table.columns:
+            v = table.values.get((row, c))
+            if v is None:
+                continue
+            d = table.diff(row, c)
+            w.writerow([row, f"{c[0]} {c[1]} {c[2]}", *c, f"{v:.2f}", f"{table.spread.get((row, c), 0.0):.2f}",
+                        "paper" if row in table.reference_rows else "measured", table.baseline or "",
+                        "" if d is None else f"{d:+.2f}"])
+    return buf.getvalue()
+
+
+def render_png(table: Table, path: str | os.PathLike) -> None:
+    """Bar chart: one group per (data set, head, metric), one bar per measured row, the paper's rows
+    as horizontal reference marks across the group; written with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in table.rows if r not in table.reference_rows]
+    cols = table.columns
+    n_bars = max(1, len(measured))
+    width = 0.8 / n_bars
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) + 2.5), 4.8), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for j, row in enumerate(measured):
+        xs, hs, errs = [], [], []
+        for i, c in enumerate(cols):
+            v = table.values.get((row, c))
+            if v is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            hs.append(v)
+            errs.append(table.spread.get((row, c), 0.0))
+        bars = ax.bar(xs, hs, width * 0.9, yerr=errs if any(errs) else None, capsize=3, color=cmap(j % 10),
+                      label=row, zorder=2)
+        for b, v in zip(bars, hs):
+            ax.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    styles = ["-", "--", ":", "-."]
+    for k, row in enumerate(table.reference_rows):
+        first = True
+        for i, c in enumerate(cols):
+            v = table.values.get((row, c))
+            if v is None:
+                continue
+            ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)], linewidth=1.6,
+                      label=row if first else None, zorder=3)
+            first = False
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([f"{c[0]}\n{c[1]} · {c[2]}" for c in cols], fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.set_xlim(-0.6, len(cols) - 0.4)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    title = "cnnbench: measured (bars) vs the paper (black marks)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, n_bars + len(table.reference_rows)),
+              frameon=False)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def render_terminal(table: Table) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    t = RichTable(title="cnnbench: frozen features vs the paper (values in %)")
+    title = "cnnbench: frozen features vs the paper (values in %)"
+    if table.baseline:
+        title += f"\n(in brackets: difference to {table.baseline}, points)"
+    t = RichTable(title=title)
     t.add_column("backbone", style="bold")
     for c in table.columns:
         t.add_column(f"{c[0]}\n{c[1]} · {c[2]}", justify="right")
     for row in table.rows:
-        style = "dim" if row in table.reference_rows else None
+        style = "bold cyan" if row == table.baseline else ("dim" if row in table.reference_rows else None)
         t.add_row(row, *[table.cell(row, c) for c in table.columns], style=style)
     Console(width=max(100, 24 * (len(table.columns) + 1))).print(t)
 
 
-def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: str | os.PathLike | None) -> None:
+def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: str | os.PathLike | None,
+                  png: str | os.PathLike | None = None, long_csv: str | os.PathLike | None = None) -> None:
     if markdown:
         atomic_write_text(markdown, to_markdown(table))
     if csv_path:
         atomic_write_text(csv_path, to_csv(table))
+    if long_csv:
+        atomic_write_text(long_csv, to_long_csv(table))
+    if png:
+        render_png(table, png)

@@ -6,6 +6,7 @@ Needs nothing but the feature files: labels and ids come from them, and the data
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -40,9 +41,10 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     info = store.open_info(features_dir / f"{dataset.splits[0]}.h5")
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
     per_trial = []
+    extra = {"metric": dataset.metric} if _accepts_metric(head) else {}
     for trial in trials:
         train, test = _gather(sets, trial.train), _gather(sets, trial.test)
-        scores = head.evaluate(train, test, dataset.task)
+        scores = head.evaluate(train, test, dataset.task, **extra)
         per_trial.append({"trial": trial.name, "n_train": len(train), "n_test": len(test), **scores})
     skip = {"n_train", "n_test", *head.diagnostics}
     keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in skip]
@@ -55,7 +57,7 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
         "dataset": dataset.name,
         "head": head_name,
         "task": dataset.task,
-        "primary_metric": head.primary_metric or dataset.metric,
+        "primary_metric": _primary_metric(head, dataset),
         "metrics": metrics,
         "std": spread,
         "trials": per_trial,
@@ -64,3 +66,19 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
         "skipped_images": int(skipped),
         "cnnbench_version": __version__,
     }
+
+
+def _accepts_metric(head: Head) -> bool:
+    """Whether ``head.evaluate`` takes the data set's metric name (keyword ``metric`` or ``**kwargs``)."""
+    try:
+        params = inspect.signature(head.evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "metric" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _primary_metric(head: Head, dataset: Dataset) -> str | None:
+    fn = getattr(head, "primary_metric_for", None)
+    if callable(fn):
+        return fn(dataset.task, dataset.metric)
+    return head.primary_metric or dataset.metric

@@ -36,7 +36,15 @@ class Head:
         self.params = params
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str) -> dict[str, float]:
+        """Fit on ``train``, score ``test``. Heads that also accept a keyword ``metric`` (the data
+        set's :attr:`~cnnbench.dataset.Dataset.metric`, e.g. ``mAP`` or ``mean_auc``) get it from
+        :func:`cnnbench.evaluate.evaluate`; heads without it are called as before."""
         raise NotImplementedError
+
+    def primary_metric_for(self, task: str, metric: str | None) -> str | None:
+        """The metric ``cnnbench compare`` shows for this head on a data set of ``task`` whose
+        paper metric is ``metric``. Default: :attr:`primary_metric`, else the data set's metric."""
+        return self.primary_metric or metric
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -37,3 +37,138 @@ def ranked_average_precision(relevant_sorted: np.ndarray, n_relevant: np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = precision_at_hits.sum(axis=1) / n_rel
     return np.where(n_rel > 0, ap, np.nan)
+
+
+# -- multi-label classification (VOC 2007, UIUC and H3D attributes) ------------------------------------
+
+
+def _labelled(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and 0/1 targets of one class with the ignored (-1, e.g. VOC "difficult") rows removed."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same shape")
+    keep = labels >= 0
+    return scores[keep], (labels[keep] > 0)
+
+
+def voc07_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """VOC 2007 11-point interpolated AP of one class (the devkit's ``VOCevalcls``).
+
+    Images are sorted by decreasing score; labels are 1 (positive), 0 (negative), -1 (ignored:
+    the devkit's "difficult" images count neither as true nor as false positives, which is the
+    same as removing them). ``AP = mean over t in {0, 0.1, ..., 1} of max(precision[recall >= t])``
+    (0 where the recall never reaches t). NaN when the class has no positive image.
+    """
+    s, pos = _labelled(scores, labels)
+    if not pos.any():
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(pos[order])
+    fp = np.cumsum(~pos[order])
+    rec = tp / pos.sum()
+    prec = tp / (tp + fp)
+    ap = 0.0
+    for t in np.linspace(0, 1, 11):
+        p = prec[rec >= t]
+        ap += (p.max() if p.size else 0.0) / 11
+    return float(ap)
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Non-interpolated AP of one class (mean precision at each positive's rank), -1 labels ignored."""
+    s, pos = _labelled(scores, labels)
+    if not pos.any():
+        return float("nan")
+    return float(ranked_average_precision(pos[np.argsort(-s, kind="stable")])[0])
+
+
+def multilabel_map(scores: np.ndarray, labels: np.ndarray, kind: str = "voc07") -> tuple[float, np.ndarray]:
+    """Mean over classes of the AP (``kind``: ``voc07`` 11-point or ``exact`` non-interpolated).
+
+    ``scores`` and ``labels`` are (N, C); returns (mAP, per-class AP). Classes without a positive
+    test image get NaN and are left out of the mean.
+    """
+    fn = {"voc07": voc07_average_precision, "exact": average_precision}.get(kind)
+    if fn is None:
+        raise ValueError(f"AP kind must be 'voc07' or 'exact', got {kind!r}")
+    scores, labels = np.atleast_2d(scores), np.atleast_2d(labels)
+    per_class = np.array([fn(scores[:, c], labels[:, c]) for c in range(labels.shape[1])])
+    if np.all(np.isnan(per_class)):
+        raise ValueError("mAP: no class has a positive test image")
+    return float(np.nanmean(per_class)), per_class
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of one binary attribute (ties count one half), -1 labels ignored.
+
+    Computed as the Mann-Whitney statistic: the fraction of (positive, negative) pairs ranked
+    correctly. NaN when the attribute has no positive or no negative test image.
+    """
+    s, pos = _labelled(scores, labels)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # average ranks (1-based) handle ties
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def mean_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean over attributes of the ROC AUC (UIUC attributes); returns (mean, per-attribute AUC)."""
+    scores, labels = np.atleast_2d(scores), np.atleast_2d(labels)
+    per = np.array([roc_auc(scores[:, c], labels[:, c]) for c in range(labels.shape[1])])
+    if np.all(np.isnan(per)):
+        raise ValueError("mean AUC: no attribute has both positive and negative test images")
+    return float(np.nanmean(per)), per
+
+
+# -- instance retrieval (Oxford5k, Paris6k, Sculptures6k, Holidays, UKBench) ---------------------------
+
+
+def oxford_average_precision(ranked_ids, positives, junk=()) -> float:
+    """AP exactly as the Oxford Buildings ``compute_ap.cpp`` computes it.
+
+    ``positives`` are the good and ok images, ``junk`` the images ignored (skipped in the ranked
+    list: they move nothing). Walking down the list, every non-junk image j (0-based among the
+    non-junk ones) gives ``recall = hits / |positives|`` and ``precision = hits / (j + 1)``; AP adds
+    the trapezoid ``(recall - old_recall) * (old_precision + precision) / 2`` with
+    ``old_precision`` starting at 1 and ``old_recall`` at 0. Positives never retrieved count in
+    ``|positives|`` (they cap the recall). NaN when there is no positive.
+    """
+    pos, amb = set(positives), set(junk)
+    if not pos:
+        return float("nan")
+    ranked = [r for r in ranked_ids if r not in amb]
+    hit = np.fromiter((r in pos for r in ranked), dtype=bool, count=len(ranked))
+    return float(_trapezoid_ap(hit, len(pos)))
+
+
+def _trapezoid_ap(hit: np.ndarray, n_pos: int) -> float:
+    """compute_ap's sum, vectorised: only ranks where the recall grows add area."""
+    if n_pos == 0:
+        return float("nan")
+    tp = np.cumsum(hit)
+    j = np.arange(1, len(hit) + 1)
+    precision = tp / j
+    old_precision = np.concatenate([[1.0], precision[:-1]])
+    return float(np.sum(hit * (old_precision + precision) / 2.0) / n_pos)
+
+
+def holidays_average_precision(ranked_ids, positives, query_id) -> float:
+    """INRIA Holidays AP (``holidays_map.py``): the query image itself is removed from the results
+    (and from the positives) before the same trapezoid rule as ``compute_ap``."""
+    pos = set(positives) - {query_id}
+    return oxford_average_precision([r for r in ranked_ids if r != query_id], pos)
+
+
+def ukbench_top4(ranked_ids, positives) -> int:
+    """UKBench score of one query: how many of its positives (the 4 images of the object, the query
+    itself included) are among the first 4 results (0 to 4). Report the mean (0-4) or, as the paper
+    does, that mean / 4 in percent."""
+    pos = set(positives)
+    return int(sum(r in pos for r in list(ranked_ids)[:4]))
