@@ -6,6 +6,10 @@ x2, y2 in the stored images' pixels), "relevant" (file names)}``. Splits ``datab
 id = file stem) and ``queries`` (the query images cropped to their box, id = the query's ``id``).
 The source merged good, ok and junk, so ``relevant`` are all positives and nothing is junk: report
 it as "Oxford5k-subset (approximate gt)", comparable between backbones, not to published numbers.
+
+The query's own (uncropped) image is in the database. In the original Oxford protocol the full query
+images are database images and count as positives for their query; ``query_image: positive`` (the
+default) does the same here, ``query_image: junk`` ignores it instead.
 """
 
 from __future__ import annotations
@@ -33,9 +37,15 @@ class Oxford5kSubset(RetrievalDataset):
     layout = ('  jpg/all_souls_000000.jpg ...\n'
               '  queries.json: [{"id": ..., "query": "<file>.jpg", "bbox": [x1, y1, x2, y2], "relevant": ["<file>.jpg", ...]}]')
 
-    def __init__(self, data_root=None, path=None):
+    def __init__(self, data_root=None, path=None, query_image: str = "positive"):
         super().__init__(data_root, path)
+        if query_image not in ("positive", "junk"):
+            raise ValueError(f"oxford5k-subset: query_image must be 'positive' or 'junk', got {query_image!r}")
+        self.query_image = query_image
         self._queries: list[dict] | None = None
+
+    def options(self) -> dict:
+        return {"query_image": self.query_image}
 
     def required_paths(self):
         return [self.root / "jpg", self.root / "queries.json"]
@@ -82,4 +92,11 @@ class Oxford5kSubset(RetrievalDataset):
         self._require_split(split)
         if split != "queries":
             return {}
-        return {"ground_truth": {q["id"]: {"positives": q["positives"], "junk": []} for q in self.queries()}}
+        gt = {}
+        for q in self.queries():
+            own = [q["image"]] if q["image"] not in q["positives"] else []
+            if self.query_image == "positive":
+                gt[q["id"]] = {"positives": sorted(q["positives"] + own), "junk": []}
+            else:
+                gt[q["id"]] = {"positives": q["positives"], "junk": own}
+        return {"ground_truth": gt}
