@@ -125,9 +125,12 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.path = path
 
+    chunk = 16  # ONNX Runtime on the CPU is fastest on small batches (cache-resident activations)
+
     def __call__(self, pixels):
-        arr = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
-        return [torch.from_numpy(o) for o in self.session.run(None, {"pixels": np.ascontiguousarray(arr)})]
+        arr = np.ascontiguousarray(pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels)
+        parts = [self.session.run(None, {"pixels": arr[s : s + self.chunk]}) for s in range(0, len(arr), self.chunk)]
+        return [torch.from_numpy(np.concatenate(outs)) for outs in zip(*parts)]
 
 
 def cache_dir() -> Path:
