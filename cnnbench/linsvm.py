@@ -103,7 +103,6 @@ def _newton_direction(X, X2, Gram, G, Dm, gnorm, max_cg, max_direct):
     m = int(active_rows.sum(0).max()) if Dm.numel() else 0
     if Gram is not None and 0 < m <= max_direct:
         # Woodbury: H⁻¹g = g - X_Aᵀ (D_A⁻¹ + X_A X_Aᵀ)⁻¹ X_A g, one small system per class
-        k = Dm.shape[1]
         order = torch.argsort(active_rows.to(torch.int8), dim=0, descending=True, stable=True)[:m].T  # (K, m)
         valid = torch.gather(active_rows, 0, order.T).T  # (K, m)
         d = torch.gather(Dm, 0, order.T).T
