@@ -318,16 +318,21 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @click.option("--long-csv", type=click.Path(dir_okay=False),
               help="One line per cell, for `dvc plots` (default: REPORTS/compare_long.csv).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Bar chart (default: REPORTS/compare.png).")
-@click.option("--baseline", default="paper: OverFeat CNN-SVM", show_default=True,
+@click.option("--baseline",
               help="Row the differences are measured against: a paper row or alias (CNN-SVM, CNN-ss, "
-                   "CNNaug-SVM) or a measured backbone name; 'none' for no differences.")
-@click.option("--all-metrics", is_flag=True, help="Every metric, not only each data set's primary one.")
+                   "CNNaug-SVM) or a measured backbone name; 'none' for no differences "
+                   "(default: params compare.baseline, else the paper's CNN-SVM).")
+@click.option("--all-metrics", is_flag=True, default=None,
+              help="Every metric, not only each data set's primary one (default: params compare.all_metrics).")
 @click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
 @pass_ctx
 def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper) -> None:
     """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
     from .compare import build_table, load_records, render_terminal, write_reports
 
+    settings = ctx.params.get("compare") or {}
+    baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
+    all_metrics = bool(settings.get("all_metrics", False)) if all_metrics is None else all_metrics
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
     records = load_records(metrics_dir)
     if not records:

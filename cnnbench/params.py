@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "backbone_options": {},
     "dataset_options": {},
     "head_options": {},
+    "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False},
 }
 
 
