@@ -119,23 +119,7 @@ class Backbone:
         layers = list(dict.fromkeys(layers))
         targets = {layer: self.resolve_layer(layer) for layer in layers}
         captured: dict[str, torch.Tensor] = {}
-        handles = []
-        modules = dict(self.model.named_modules())
-        for target in sorted(set(targets.values())):
-            if target == "":
-                continue
-            if target.endswith(":input"):
-
-                def pre_hook(_mod, inp, _name=target):
-                    captured[_name] = inp[0].clone()  # a later in-place op (ReLU(inplace)) must not change it
-
-                handles.append(modules[target[: -len(":input")]].register_forward_pre_hook(pre_hook))
-            else:
-
-                def hook(_mod, _inp, out, _name=target):
-                    captured[_name] = out.clone() if isinstance(out, torch.Tensor) else out
-
-                handles.append(modules[target].register_forward_hook(hook))
+        handles = capture_layers(self.model, targets.values(), captured)
         try:
             output = self.model(x)
         finally:
@@ -143,6 +127,29 @@ class Backbone:
                 h.remove()
         captured[""] = output
         return {layer: _flatten(captured[m], pooling) for layer, m in targets.items()}
+
+
+def capture_layers(model: nn.Module, targets: Iterable[str], captured: dict) -> list:
+    """Forward hooks that store, on every forward pass, each target's tensor in ``captured``:
+    ``"name"`` a module's output, ``"name:input"`` its input (``""``, the model's output, needs no
+    hook). Tensors are cloned, so a later in-place op (ReLU(inplace)) cannot change them. Returns
+    the hook handles; ``handle.remove()`` leaves the model as it was."""
+    modules = dict(model.named_modules())
+    handles = []
+    for target in sorted(set(targets) - {""}):
+        if target.endswith(":input"):
+
+            def pre_hook(_mod, inp, _name=target):
+                captured[_name] = inp[0].clone()
+
+            handles.append(modules[target[: -len(":input")]].register_forward_pre_hook(pre_hook))
+        else:
+
+            def hook(_mod, _inp, out, _name=target):
+                captured[_name] = out.clone() if isinstance(out, torch.Tensor) else out
+
+            handles.append(modules[target].register_forward_hook(hook))
+    return handles
 
 
 def _flatten(t: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbone import Backbone, _flatten
+from .backbone import Backbone, _flatten, capture_layers
 
 log = logging.getLogger("cnnbench.runtime")
 
@@ -46,13 +46,7 @@ class FeatureModule(nn.Module):
                              persistent=False)
         self.targets = [backbone.resolve_layer(layer) for layer in self.layers]
         self._captured: dict[str, torch.Tensor] = {}
-        self._handles = []
-        modules = dict(self.model.named_modules())
-        for target in sorted(set(self.targets) - {""}):
-            if target.endswith(":input"):
-                self._handles.append(modules[target[: -len(":input")]].register_forward_pre_hook(self._pre_hook(target)))
-            else:
-                self._handles.append(modules[target].register_forward_hook(self._hook(target)))
+        self._handles = capture_layers(self.model, self.targets, self._captured)
 
     def remove_hooks(self) -> None:
         """Leave the backbone's model as it was (hooks are only needed while this module is used)."""
@@ -60,20 +54,10 @@ class FeatureModule(nn.Module):
             h.remove()
         self._handles = []
 
-    def _pre_hook(self, name):
-        def hook(_m, inp):
-            self._captured[name] = inp[0].clone()
-        return hook
-
-    def _hook(self, name):
-        def hook(_m, _i, out):
-            self._captured[name] = out.clone()
-        return hook
-
     def forward(self, pixels: torch.Tensor):
         x = pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift
         x = x.contiguous(memory_format=torch.channels_last)
-        self._captured = {}
+        self._captured.clear()
         out = self.model(x)
         self._captured[""] = out
         return tuple(_flatten(self._captured[t], self.pooling) for t in self.targets)
