@@ -9,12 +9,7 @@ from typing import Any
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_default) + "\n")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

