@@ -131,10 +131,12 @@ def class_folders(root: Path) -> list[Path]:
 
 
 def seeded_per_class_split(
-    labels: np.ndarray, counts: Sequence[int], seed: int
+    labels: np.ndarray, counts: Sequence[int], seed: int, *, last_at_most: bool = False
 ) -> list[np.ndarray]:
-    """Split row indices per class into consecutive parts of ``counts`` images (the last count may be
-    -1 for "the rest"), with a seeded permutation per class. Returns one sorted index array per part."""
+    """Split row indices per class into consecutive parts of ``counts`` images (a count of -1 means
+    "the rest"), with a seeded permutation per class. With ``last_at_most`` the last count is a cap
+    (Caltech-101: 30 training images, then up to 50 test images), and every class must keep at least
+    one image for it. Returns one sorted index array per part."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in counts]
     for cls in np.unique(labels):
@@ -142,9 +144,16 @@ def seeded_per_class_split(
         idx = idx[rng.permutation(len(idx))]
         start = 0
         for k, n in enumerate(counts):
-            stop = len(idx) if n < 0 else start + n
-            if stop > len(idx):
-                raise ValueError(f"class {cls} has {len(idx)} images, fewer than the {sum(c for c in counts if c > 0)} the split asks for")
+            if n < 0:
+                stop = len(idx)
+            elif last_at_most and k == len(counts) - 1:
+                if start >= len(idx):
+                    raise ValueError(f"class {cls} has {len(idx)} images; the protocol needs more than {start}")
+                stop = min(len(idx), start + n)
+            else:
+                stop = start + n
+                if stop > len(idx):
+                    raise ValueError(f"class {cls} has {len(idx)} images, fewer than the {sum(c for c in counts if c > 0)} the split asks for")
             parts[k].extend(idx[start:stop].tolist())
             start = stop
     return [np.array(sorted(p), dtype=np.int64) for p in parts]

@@ -38,22 +38,6 @@ def images_under(folder: Path, recursive: bool = False) -> list[Path]:
                   key=lambda p: p.relative_to(folder).as_posix())
 
 
-def seeded_capped_split(labels: np.ndarray, n_train: int, max_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class and seeded: ``n_train`` training rows, then at most ``max_test`` (< 0: all) of the rest
-    for testing. Caltech-101's protocol: 30 training images per class, up to 50 test images."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        idx = idx[rng.permutation(len(idx))]
-        if len(idx) <= n_train:
-            raise ValueError(f"class {cls} has {len(idx)} images; the protocol needs more than {n_train}")
-        train.extend(idx[:n_train].tolist())
-        rest = idx[n_train:]
-        test.extend((rest if max_test < 0 else rest[:max_test]).tolist())
-    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
-
-
 # -- retrieval ---------------------------------------------------------------------------------------
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images
+from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images, seeded_per_class_split
 from cnnbench.download import Download
 
-from ._common import seeded_capped_split
 
 BACKGROUND = "BACKGROUND_Google"
 
@@ -74,6 +73,7 @@ class Caltech101(Dataset):
     def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
         out = []
         for seed in self.seeds:
-            train, test = seeded_capped_split(np.asarray(labels["all"]), self.train_per_class, self.test_per_class, seed)
+            train, test = seeded_per_class_split(np.asarray(labels["all"]), [self.train_per_class, self.test_per_class],
+                                                 seed, last_at_most=True)
             out.append(Trial(f"seed{seed}", {"all": train}, {"all": test}))
         return out
