@@ -56,10 +56,7 @@ def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
 def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Resize/crop to the model's input; returns uint8 (input_size, input_size, 3)."""
     if box is not None:
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        x1, y1 = max(0, x1), max(0, y1)
-        x2, y2 = min(img.width, max(x2, x1 + 1)), min(img.height, max(y2, y1 + 1))
-        img = img.crop((x1, y1, x2, y2))
+        img = crop_box(img, box)
     resample = _RESAMPLE[pp.interpolation]
     size = pp.input_size
     if pp.crop == "full":
@@ -79,6 +76,15 @@ def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float,
     return arr
 
 
+def crop_box(img: Image.Image, box) -> Image.Image:
+    """The pixels of a box (x1, y1, x2, y2), clipped to the image, at least 1 px wide and high.
+    A box entirely outside the image fails to preprocess, so the extraction skips (and records) the item."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1 = max(0, x1), max(0, y1)
+    x2, y2 = min(img.width, max(x2, x1 + 1)), min(img.height, max(y2, y1 + 1))
+    return img.crop((x1, y1, x2, y2))
+
+
 def load_and_preprocess(source: ImageSource, pp: Preprocess, box=None) -> np.ndarray:
     return preprocess(load_image(source), pp, box)
 
@@ -91,9 +97,7 @@ def load_views(source: ImageSource, pp: Preprocess, box=None, *, box_scale: floa
     draft = pp.resize_size if fast_decode and mode == "none" and box is None and pp.crop == "center" else None
     img = load_image(source, draft)
     if box is not None:
-        x1, y1, x2, y2 = enlarge_box(box, box_scale, img.width, img.height)
-        img = img.crop((int(round(x1)), int(round(y1)), max(int(round(x2)), int(round(x1)) + 1),
-                        max(int(round(y2)), int(round(y1)) + 1)))
+        img = crop_box(img, enlarge_box(box, box_scale, img.width, img.height))
     return make_views(img, pp, mode, angles=DEFAULT_ROTATIONS if angles is None else angles, levels=levels)
 
 
