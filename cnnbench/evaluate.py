@@ -37,8 +37,9 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
              layer: str | None = None) -> dict:
     """Run every trial of the data set's protocol; returns the record written as metrics JSON."""
     features_dir = Path(features_dir)
-    sets = {split: store.read(features_dir / f"{split}.h5", layer) for split in dataset.splits}
-    info = store.open_info(features_dir / f"{dataset.splits[0]}.h5")
+    infos = {split: store.open_info(features_dir / f"{split}.h5") for split in dataset.splits}
+    sets = {split: store.read(info.path, layer) for split, info in infos.items()}
+    info = infos[dataset.splits[0]]
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
     per_trial = []
     extra = {"metric": dataset.metric} if _accepts_metric(head) else {}
@@ -50,7 +51,7 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in skip]
     metrics = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
     spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
-    skipped = sum(store.open_info(features_dir / f"{s}.h5").attrs.get("n_skipped", 0) for s in dataset.splits)
+    skipped = sum(i.attrs.get("n_skipped", 0) for i in infos.values())
     return {
         "backbone": info.attrs.get("backbone"),
         "layer": layer or info.attrs.get("default_layer"),

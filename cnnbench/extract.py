@@ -233,12 +233,13 @@ def extract_split(
             "views": view_cfg.names,
             "runtime": rt.name,
             "classes": list(dataset.classes),
-            "n_skipped": _count_skipped(writer),
+            "n_skipped": writer.n_skipped,
         }
         writer.commit(attrs, dataset.extras(split))
     except KeyboardInterrupt:
+        done = writer.next_item
         writer.close()
-        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial, writer_progress(writer))
+        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial, done)
         raise
     except BaseException:
         writer.close()
@@ -262,21 +263,6 @@ def _forward(rt, x: torch.Tensor) -> list[torch.Tensor]:
         half = len(x) // 2
         log.warning("GPU out of memory on a batch of %d inputs: splitting it (lower --batch-size)", len(x))
         return [torch.cat(parts) for parts in zip(_forward(rt, x[:half]), _forward(rt, x[half:]))]
-
-
-def writer_progress(writer: StoreWriter) -> int:
-    try:
-        import h5py
-
-        with h5py.File(writer.partial, "r") as f:
-            return int(f.attrs["next_item"])
-    except Exception:  # noqa: BLE001
-        return 0
-
-
-def _count_skipped(writer: StoreWriter) -> int:
-    f = writer._f
-    return int(f["skipped_ids"].shape[0]) if f is not None and "skipped_ids" in f else 0
 
 
 def _labels(items: Sequence[Item]) -> np.ndarray:

@@ -80,6 +80,11 @@ class StoreWriter:
         """Index of the first data-set item not yet written (skipped items count as written)."""
         return int(self._f.attrs["next_item"])
 
+    @property
+    def n_skipped(self) -> int:
+        """Images recorded as undecodable so far (this run and any run it resumes)."""
+        return int(self._f["skipped_ids"].shape[0]) if "skipped_ids" in self._f else 0
+
     def _append(self, name: str, rows: np.ndarray, dtype) -> None:
         f = self._f
         if name not in f:
@@ -213,6 +218,4 @@ def read_skipped(path: str | os.PathLike) -> list[tuple[str, str]]:
     with h5py.File(path, "r") as f:
         if "skipped_ids" not in f:
             return []
-        return [
-            (a.decode(), b.decode()) for a, b in zip(f["skipped_ids"][()], f["skipped_errors"][()])
-        ]
+        return [(_text(a), _text(b)) for a, b in zip(f["skipped_ids"][()], f["skipped_errors"][()])]
