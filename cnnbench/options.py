@@ -1,0 +1,126 @@
+"""Checking option values that come from the user (flags, ``params.yaml``, ``-D/-B/-H key=value``).
+
+Each check returns the value in its proper type or raises :class:`~cnnbench.errors.UserError`
+naming the option, the value given, what is allowed and what to do. Plugins use these too (they
+are part of the plugin surface), so a bad option reads the same whichever plugin it reaches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+from .errors import UserError
+
+
+def _bad(name: str, value: Any, allowed: str, fix: str = "") -> UserError:
+    msg = f"{name}: {value!r} is not allowed; expected {allowed}"
+    return UserError(msg + (f"; {fix}" if fix else ""))
+
+
+def as_int(name: str, value: Any, *, min: int | None = None, max: int | None = None, fix: str = "") -> int:
+    """An integer (``"8"`` and ``8.0`` are fine, ``8.5``, ``"abc"`` and ``True`` are not) within bounds."""
+    allowed = "an integer" + (f" >= {min}" if min is not None else "") + (f" <= {max}" if max is not None else "")
+    if isinstance(value, bool) or value is None:
+        raise _bad(name, value, allowed, fix)
+    try:
+        f = float(value)
+        out = int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(name, value, allowed, fix) from None
+    if f != out or (min is not None and out < min) or (max is not None and out > max):
+        raise _bad(name, value, allowed, fix)
+    return out
+
+
+def as_float(name: str, value: Any, *, min: float | None = None, max: float | None = None,
+             min_exclusive: bool = False, fix: str = "") -> float:
+    """A finite number within bounds (``min_exclusive``: strictly above ``min``)."""
+    lower = "" if min is None else (f" > {min:g}" if min_exclusive else f" >= {min:g}")
+    allowed = "a finite number" + lower + (f" <= {max:g}" if max is not None else "")
+    if isinstance(value, bool) or value is None:
+        raise _bad(name, value, allowed, fix)
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _bad(name, value, allowed, fix) from None
+    if not math.isfinite(out):
+        raise _bad(name, value, allowed, fix)
+    if min is not None and (out < min or (min_exclusive and out == min)):
+        raise _bad(name, value, allowed, fix)
+    if max is not None and out > max:
+        raise _bad(name, value, allowed, fix)
+    return out
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """``true``/``false`` (YAML booleans), or 0/1; anything else is a mistake, not a truthy value."""
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise _bad(name, value, "true or false")
+
+
+def one_of(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise _bad(name, value, "one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def as_list(name: str, value: Any, *, allow_scalar: bool = True, min_len: int = 0) -> list:
+    """A list; a single scalar becomes a one-element list when ``allow_scalar`` (``seeds: 0``), but a
+    string is never split into letters."""
+    if isinstance(value, (list, tuple)):
+        out = list(value)
+    elif allow_scalar and value is not None and not isinstance(value, (dict, set)):
+        out = [value]
+    else:
+        raise _bad(name, value, "a list" + (" (or a single value)" if allow_scalar else ""))
+    if len(out) < min_len:
+        raise _bad(name, value, f"a list of at least {min_len} value{'s' if min_len != 1 else ''}")
+    return out
+
+
+def int_list(name: str, value: Any, *, min: int | None = None, min_len: int = 1) -> list[int]:
+    items = as_list(name, value, min_len=min_len)
+    return [as_int(f"{name}[{k}]", v, min=min) for k, v in enumerate(items)]
+
+
+def float_list(name: str, value: Any, *, min: float | None = None, min_exclusive: bool = False,
+               min_len: int = 1, length: int | None = None) -> list[float]:
+    items = as_list(name, value, min_len=min_len)
+    if length is not None and len(items) != length:
+        raise _bad(name, value, f"a list of exactly {length} numbers")
+    return [as_float(f"{name}[{k}]", v, min=min, min_exclusive=min_exclusive) for k, v in enumerate(items)]
+
+
+def str_list(name: str, value: Any) -> list[str]:
+    items = as_list(name, value)
+    for k, v in enumerate(items):
+        if not isinstance(v, str) or not v:
+            raise _bad(f"{name}[{k}]", v, "a non-empty name")
+    return items
+
+
+def mapping(name: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(name, value, "a mapping (key: value lines)")
+    return dict(value)
+
+
+def unknown_keys(name: str, given: Iterable[str], known: Sequence[str]) -> None:
+    """Refuse keys nobody reads (a typo silently ignored is a wrong result waiting to happen)."""
+    extra = sorted(set(given) - set(known))
+    if extra:
+        import difflib
+
+        hints = []
+        for key in extra:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise UserError(f"{name}: unknown key{'s' if len(extra) > 1 else ''} {', '.join(hints)}; "
+                        f"known keys: {', '.join(known)}")
