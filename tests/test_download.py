@@ -185,7 +185,8 @@ def test_cli_datasets_download_fetches_verifies_and_unpacks(tmp_path, good_tgz):
             register("local-set", Local)
 
     plugins.register_plugin(Plugin(), name="local-test-plugin")
-    result = CliRunner().invoke(main, ["--params", str(tmp_path / "none.yaml"), "datasets", "download", "local-set",
+    (tmp_path / "params.yaml").write_text("{}\n")  # an empty one: not the checkout's params.yaml
+    result = CliRunner().invoke(main, ["--params", str(tmp_path / "params.yaml"), "datasets", "download", "local-set",
                                        "--data-root", str(tmp_path / "data"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "ready" in result.output and (tmp_path / "data" / "local" / "jpg" / "b.jpg").read_bytes() == b"B"
