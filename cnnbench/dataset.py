@@ -15,7 +15,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .errors import MissingDataError
+from .errors import MissingDataError, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 TASKS = ("multiclass", "multilabel", "retrieval")
@@ -121,24 +121,50 @@ def default_data_root() -> Path:
     return Path(os.environ.get("CNNBENCH_DATA", "data"))
 
 
+def folder_entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``; a folder that cannot be read is the user's to fix, named in one line."""
+    try:
+        return list(folder.iterdir())
+    except PermissionError as exc:
+        raise UserError(f"cannot read the folder {folder}: permission denied; make it readable "
+                        f"(e.g. chmod -R u+rX {str(folder)!r}) or move it out of the data set") from exc
+    except NotADirectoryError as exc:
+        raise UserError(f"{folder} is a file, not a folder; the data set expects a folder there") from exc
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, in a stable (sorted) order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder_entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder_entries(root) if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_label(cls, class_names: Sequence[str] | None) -> str:
+    k = int(cls)
+    if class_names is not None and 0 <= k < len(class_names):
+        return repr(class_names[k])
+    return str(k)
 
 
 def seeded_per_class_split(
-    labels: np.ndarray, counts: Sequence[int], seed: int, *, last_at_most: bool = False
+    labels: np.ndarray, counts: Sequence[int], seed: int, *, last_at_most: bool = False,
+    class_names: Sequence[str] | None = None, hint: str = "",
 ) -> list[np.ndarray]:
     """Split row indices per class into consecutive parts of ``counts`` images (a count of -1 means
     "the rest"), with a seeded permutation per class. With ``last_at_most`` the last count is a cap
     (Caltech-101: 30 training images, then up to 50 test images), and every class must keep at least
-    one image for it. Returns one sorted index array per part."""
+    one image for it. Returns one sorted index array per part.
+
+    A class too small for the split raises :class:`~cnnbench.errors.UserError` naming the class
+    (by its name in ``class_names`` when given, indexed by label) and its size; ``hint`` says what to
+    do (e.g. which option to lower)."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in counts]
+    tail = f"; {hint}" if hint else ""
+    positive = [c for c in (counts[:-1] if last_at_most else counts) if c > 0]
+    needed = sum(positive) + (1 if last_at_most else 0)
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
@@ -148,12 +174,14 @@ def seeded_per_class_split(
                 stop = len(idx)
             elif last_at_most and k == len(counts) - 1:
                 if start >= len(idx):
-                    raise ValueError(f"class {cls} has {len(idx)} images; the protocol needs more than {start}")
+                    raise UserError(f"class {_class_label(cls, class_names)} has {len(idx)} images; the protocol "
+                                    f"needs more than {start}{tail}")
                 stop = min(len(idx), start + n)
             else:
                 stop = start + n
                 if stop > len(idx):
-                    raise ValueError(f"class {cls} has {len(idx)} images, fewer than the {sum(c for c in counts if c > 0)} the split asks for")
+                    raise UserError(f"class {_class_label(cls, class_names)} has {len(idx)} images, fewer than the "
+                                    f"{needed} the split asks for{tail}")
             parts[k].extend(idx[start:stop].tolist())
             start = stop
     return [np.array(sorted(p), dtype=np.int64) for p in parts]

@@ -6,18 +6,22 @@ Not a plugin itself (no entry point): each data set keeps its own module.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnbench.dataset import IMAGE_EXTENSIONS, Dataset, Item, Trial
-from cnnbench.errors import MissingDataError
+from cnnbench import options as O
+from cnnbench.dataset import IMAGE_EXTENSIONS, Dataset, Item, Trial, folder_entries
+from cnnbench.errors import MissingDataError, UserError
 
 
-class AnnotationError(ValueError):
-    """An official annotation file does not have the format its authors distribute."""
+class AnnotationError(UserError):
+    """An official annotation file does not have the format its authors distribute (a
+    :class:`~cnnbench.errors.UserError`, so the command line prints it as one line; still a
+    ``ValueError`` for library callers)."""
 
 
 def read_lines(path: Path, what: str) -> list[str]:
@@ -32,10 +36,28 @@ def bad_line(path: Path, lineno: int, line: str, expected: str) -> AnnotationErr
 
 
 def images_under(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (and sub-folders if ``recursive``), sorted by relative path."""
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    """Image files in ``folder`` (and sub-folders if ``recursive``), sorted by relative path. A folder
+    that cannot be read raises :class:`~cnnbench.errors.UserError` naming it (a recursive search
+    does not skip it silently)."""
+    if recursive:
+        def unreadable(exc: OSError) -> None:
+            raise UserError(f"cannot read the folder {exc.filename or folder}: {exc.strerror or exc}; make it "
+                            f"readable (e.g. chmod -R u+rX {str(folder)!r}) or move it out of the data set") from exc
+
+        it = (Path(top) / name for top, _, files in os.walk(folder, onerror=unreadable) for name in files)
+    else:
+        it = iter(folder_entries(folder))
     return sorted((p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
                   key=lambda p: p.relative_to(folder).as_posix())
+
+
+def require_images(found: list, folder: Path, dataset: str) -> list:
+    """``found`` if it is not empty; an empty data set must not be extracted into an empty feature file."""
+    if not found:
+        raise UserError(f"{dataset}: no images found under {folder} (image files end in "
+                        f"{', '.join(IMAGE_EXTENSIONS)}); check the folder, or point the data set elsewhere "
+                        "(--data-root / path)")
+    return found
 
 
 # -- retrieval ---------------------------------------------------------------------------------------
@@ -49,6 +71,10 @@ class RetrievalDataset(Dataset):
     task = "retrieval"
     metric = "mAP"
     splits = ("database", "queries")
+
+    def __init__(self, data_root=None, path=None, **unknown):
+        refuse_unknown(self.name, unknown, RetrievalDataset.__init__)
+        super().__init__(data_root, path)
 
     @property
     def classes(self) -> list[str]:
@@ -121,8 +147,8 @@ class OxfordStyleRetrieval(RetrievalDataset):
     gt_dir = "gt"
     query_prefixes: tuple[str, ...] = ("oxc1_",)
 
-    def __init__(self, data_root=None, path=None):
-        super().__init__(data_root, path)
+    def __init__(self, data_root=None, path=None, **unknown):
+        super().__init__(data_root, path, **unknown)
         self._db: dict[str, Path] | None = None
         self._queries: list[OxfordQuery] | None = None
 
@@ -133,7 +159,8 @@ class OxfordStyleRetrieval(RetrievalDataset):
         if self._db is None:
             self.check()
             db: dict[str, Path] = {}
-            for p in images_under(self.root / self.image_dir, recursive=True):
+            folder = self.root / self.image_dir
+            for p in require_images(images_under(folder, recursive=True), folder, self.name):
                 if p.stem in db:
                     raise AnnotationError(f"{self.name}: two images share the id {p.stem!r}: {db[p.stem]} and {p}")
                 db[p.stem] = p
@@ -164,3 +191,39 @@ class OxfordStyleRetrieval(RetrievalDataset):
             return {}
         return {"ground_truth": {q.id: {"positives": sorted(set(q.good) | set(q.ok)), "junk": list(q.junk)}
                                  for q in self.queries()}}
+
+
+# -- options -----------------------------------------------------------------------------------------
+
+
+def seeds_option(dataset: str, value) -> list[int]:
+    """``seeds``: one seed or a non-empty list of distinct seeds (integers >= 0), one trial each."""
+    seeds = O.int_list(f"{dataset}: seeds", value, min=0, min_len=1)
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{dataset}: seeds: {value!r} is not allowed; expected distinct seeds (a repeated seed "
+                        "repeats the same trial and skews the mean and spread); e.g. [0, 1, 2]")
+    return seeds
+
+
+def per_class_option(dataset: str, key: str, value, *, rest: bool) -> int:
+    """A number of images per class (>= 1); with ``rest``, -1 means "all the remaining ones"."""
+    allowed = "an integer >= 1" + (", or -1 for all the remaining images" if rest else "")
+    try:
+        n = O.as_int(f"{dataset}: {key}", value, min=-1 if rest else 1)
+    except UserError:
+        n = None
+    if n is None or n == 0:
+        raise UserError(f"{dataset}: {key}: {value!r} is not allowed; expected {allowed} (images per class)")
+    return n
+
+
+
+def refuse_unknown(plugin: str, unknown: dict, init) -> None:
+    """Options nobody reads (``-D trian_per_class=5``) are typos, not something to ignore: name them and
+    the keys ``init`` (a constructor) does take."""
+    if unknown:
+        import inspect
+
+        known = [p.name for p in inspect.signature(init).parameters.values()
+                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        O.unknown_keys(plugin, unknown, known)

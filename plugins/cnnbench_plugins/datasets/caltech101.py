@@ -12,8 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images, seeded_per_class_split
 from cnnbench.download import Download
+from cnnbench.errors import CnnbenchError, UserError
+
+from ._common import per_class_option, refuse_unknown, require_images, seeds_option
 
 
 BACKGROUND = "BACKGROUND_Google"
@@ -38,11 +42,13 @@ class Caltech101(Dataset):
                           inner=("caltech-101/101_ObjectCategories.tar.gz",)),)
 
     def __init__(self, data_root=None, path=None, train_per_class: int = 30, test_per_class: int = 50,
-                 seeds=(0, 1, 2), background: bool = False):
+                 seeds=(0, 1, 2), background: bool = False, **unknown):
+        refuse_unknown("caltech101", unknown, Caltech101.__init__)
         super().__init__(data_root, path)
-        self.train_per_class, self.test_per_class = int(train_per_class), int(test_per_class)
-        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-        self.background = bool(background)
+        self.train_per_class = per_class_option("caltech101", "train_per_class", train_per_class, rest=False)
+        self.test_per_class = per_class_option("caltech101", "test_per_class", test_per_class, rest=True)
+        self.seeds = seeds_option("caltech101", seeds)
+        self.background = O.as_bool("caltech101: background", background)
 
     def options(self) -> dict:
         return {"train_per_class": self.train_per_class, "test_per_class": self.test_per_class,
@@ -61,19 +67,39 @@ class Caltech101(Dataset):
     @property
     def classes(self) -> list[str]:
         self.check()
-        return [p.name for p in class_folders(self.images_root) if self.background or p.name != BACKGROUND]
+        names = [p.name for p in class_folders(self.images_root) if self.background or p.name != BACKGROUND]
+        if not names:
+            raise UserError(f"caltech101: no images found under {self.images_root}: it has no class folders; "
+                            f"expected\n{self.layout}")
+        return names
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         items = []
         for k, name in enumerate(self.classes):
             items.extend(Item(f"{name}/{p.name}", str(p), k) for p in list_images(self.images_root / name))
+        require_images(items, self.images_root, "caltech101")
+        counts = np.bincount([i.label for i in items], minlength=len(self.classes))
+        k = int(counts.argmin())
+        if counts[k] <= self.train_per_class:
+            raise UserError(f"caltech101: class {self.classes[k]!r} has {counts[k]} image(s) in "
+                            f"{self.images_root / self.classes[k]}; train_per_class: {self.train_per_class} needs at "
+                            f"least {self.train_per_class + 1} (one left for testing); lower train_per_class")
         return items
 
+    def _class_names(self) -> list[str] | None:
+        try:
+            return self.classes
+        except (CnnbenchError, OSError):
+            return None
+
     def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        names = self._class_names()
+        hint = (f"caltech101: lower train_per_class (now {self.train_per_class}); every class keeps at least one "
+                "test image")
         out = []
         for seed in self.seeds:
             train, test = seeded_per_class_split(np.asarray(labels["all"]), [self.train_per_class, self.test_per_class],
-                                                 seed, last_at_most=True)
+                                                 seed, last_at_most=True, class_names=names, hint=hint)
             out.append(Trial(f"seed{seed}", {"all": train}, {"all": test}))
         return out

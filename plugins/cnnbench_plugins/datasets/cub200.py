@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines
+from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
 
 FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
 
@@ -41,9 +42,10 @@ class CUB200(Dataset):
               "  CUB_200_2011/images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg ...")
     downloads = (Download("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", None),)
 
-    def __init__(self, data_root=None, path=None, use_boxes: bool = True):
+    def __init__(self, data_root=None, path=None, use_boxes: bool = True, **unknown):
+        refuse_unknown("cub200", unknown, CUB200.__init__)
         super().__init__(data_root, path)
-        self.use_boxes = bool(use_boxes)
+        self.use_boxes = O.as_bool("cub200: use_boxes", use_boxes)
         self._table: dict | None = None
 
     @property

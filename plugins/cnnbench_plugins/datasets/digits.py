@@ -3,15 +3,36 @@ runs offline anywhere. Split: stratified, seeded, half train and half test."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item
+from cnnbench.errors import UserError
+
+from ._common import refuse_unknown
 
 
 @hookimpl
 def register_datasets(register):
     register("digits", Digits, description="scikit-learn's 1797 handwritten digits, 10 classes (bundled, offline)")
+
+
+N_IMAGES, N_CLASSES = 1797, 10
+
+
+def _test_fraction(value) -> float:
+    """Strictly between 0 and 1, and leaving each split at least one image per class (the split is stratified)."""
+    lo, hi = N_CLASSES / N_IMAGES, 1 - N_CLASSES / N_IMAGES
+    allowed = f"a number between 0 and 1 (exclusive) leaving both splits one image per class, i.e. {lo:.4f} to {hi:.4f}"
+    frac = O.as_float("digits: test_fraction", value, min=0, min_exclusive=True, fix="the share of images used for "
+                      "testing, e.g. 0.5")
+    n_test = math.ceil(frac * N_IMAGES)  # scikit-learn's train_test_split rounds the test share up
+    if frac >= 1 or n_test < N_CLASSES or N_IMAGES - n_test < N_CLASSES:
+        raise UserError(f"digits: test_fraction: {value!r} is not allowed; expected {allowed}; e.g. 0.5")
+    return frac
 
 
 class Digits(Dataset):
@@ -22,9 +43,11 @@ class Digits(Dataset):
     description = "UCI/scikit-learn handwritten digits, 8x8 grey, 10 classes; seeded stratified 50/50 split"
     url = "bundled with scikit-learn (sklearn.datasets.load_digits)"
 
-    def __init__(self, data_root=None, path=None, seed: int = 0, test_fraction: float = 0.5):
+    def __init__(self, data_root=None, path=None, seed: int = 0, test_fraction: float = 0.5, **unknown):
+        refuse_unknown("digits", unknown, Digits.__init__)
         super().__init__(data_root, path)
-        self.seed, self.test_fraction = int(seed), float(test_fraction)
+        self.seed = O.as_int("digits: seed", seed, min=0, max=2**32 - 1)
+        self.test_fraction = _test_fraction(test_fraction)
         self._cache: dict[str, list[Item]] | None = None
 
     @property

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item, Trial
 from cnnbench.download import Download
 
-from ._common import AnnotationError
+from ._common import AnnotationError, refuse_unknown
 
 _HOST = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 SETS = {"train": "trnid", "val": "valid", "test": "tstid"}
@@ -42,11 +43,10 @@ class Flowers102(Dataset):
         Download(_HOST + "setid.mat", "46b8678f91fd95d3c8f4feab80d271a6c834a1dd896fe29fd3e6ad9ce5c8dccd"),
     )
 
-    def __init__(self, data_root=None, path=None, train_on: str = "trainval"):
+    def __init__(self, data_root=None, path=None, train_on: str = "trainval", **unknown):
+        refuse_unknown("flowers102", unknown, Flowers102.__init__)
         super().__init__(data_root, path)
-        if train_on not in ("train", "trainval"):
-            raise ValueError(f"flowers102: train_on must be 'train' or 'trainval', got {train_on!r}")
-        self.train_on = train_on
+        self.train_on = O.one_of("flowers102: train_on", train_on, ("train", "trainval"))
         self._mats: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
     def options(self) -> dict:

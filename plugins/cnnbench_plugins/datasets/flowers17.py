@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item, Trial, seeded_per_class_split
+
+from ._common import refuse_unknown, seeds_option
 
 CLASSES = [
     "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
@@ -36,12 +39,11 @@ class Flowers17(Dataset):
     url = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
     layout = "  jpg/image_0001.jpg ... jpg/image_1360.jpg"
 
-    def __init__(self, data_root=None, path=None, seeds=(0, 1, 2), train_on: str = "trainval"):
+    def __init__(self, data_root=None, path=None, seeds=(0, 1, 2), train_on: str = "trainval", **unknown):
+        refuse_unknown("flowers17", unknown, Flowers17.__init__)
         super().__init__(data_root, path)
-        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-        if train_on not in ("train", "trainval"):
-            raise ValueError(f"flowers17: train_on must be 'train' or 'trainval', got {train_on!r}")
-        self.train_on = train_on
+        self.seeds = seeds_option("flowers17", seeds)
+        self.train_on = O.one_of("flowers17: train_on", train_on, ("train", "trainval"))
 
     @property
     def classes(self) -> list[str]:
@@ -63,9 +65,13 @@ class Flowers17(Dataset):
         ]
 
     def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
+        n = PER_CLASS * len(CLASSES)
         out = []
         for seed in self.seeds:
-            train, val, test = seeded_per_class_split(labels["all"], [40, 20, 20], seed)
+            train, val, test = seeded_per_class_split(labels["all"], [40, 20, 20], seed, class_names=CLASSES,
+                                                      hint=f"flowers17 needs all {PER_CLASS} images of every class "
+                                                           f"(jpg/image_0001.jpg … image_{n:04d}.jpg); an image skipped as "
+                                                           "unreadable at extraction counts as missing")
             fit = np.union1d(train, val) if self.train_on == "trainval" else train
             out.append(Trial(f"seed{seed}", {"all": fit}, {"all": test}))
         return out

@@ -21,10 +21,11 @@ import math
 from collections import Counter
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item
 from cnnbench.download import Download
 
-from ._common import bad_line, read_lines
+from ._common import bad_line, read_lines, refuse_unknown
 
 ATTRIBUTES = ["is_male", "has_long_hair", "has_glasses", "has_hat", "has_t-shirt", "has_long_sleeves",
               "has_shorts", "has_jeans", "has_long_pants"]
@@ -50,9 +51,10 @@ class H3DAttributes(Dataset):
               "  labels.txt line: <image> x y w h <9 values 1/-1/0>")
     downloads = (Download("http://www.cs.berkeley.edu/~lbourdev/poselets/attributes_dataset.tgz", None),)
 
-    def __init__(self, data_root=None, path=None, use_boxes: bool = True):
+    def __init__(self, data_root=None, path=None, use_boxes: bool = True, **unknown):
+        refuse_unknown("h3d-attributes", unknown, H3DAttributes.__init__)
         super().__init__(data_root, path)
-        self.use_boxes = bool(use_boxes)
+        self.use_boxes = O.as_bool("h3d-attributes: use_boxes", use_boxes)
 
     def options(self) -> dict:
         return {"use_boxes": self.use_boxes}

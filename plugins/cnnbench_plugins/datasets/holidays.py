@@ -22,7 +22,7 @@ from cnnbench import hookimpl
 from cnnbench.dataset import Item, Trial
 from cnnbench.download import Download
 
-from ._common import AnnotationError, RetrievalDataset, images_under
+from ._common import AnnotationError, RetrievalDataset, images_under, require_images
 
 
 @hookimpl
@@ -48,7 +48,7 @@ class Holidays(RetrievalDataset):
     def _groups(self) -> dict[str, list[str]]:
         self.check()
         groups: dict[str, list[str]] = defaultdict(list)
-        for p in images_under(self.root / "jpg"):
+        for p in require_images(images_under(self.root / "jpg"), self.root / "jpg", "holidays"):
             if not (p.stem.isdigit() and len(p.stem) >= 3):
                 raise AnnotationError(f"holidays: {p} is not named NNNNMM.jpg (group number + index)")
             groups[p.stem[:-2]].append(p.stem)

@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images, seeded_per_class_split
+from cnnbench.dataset import (IMAGE_EXTENSIONS, Dataset, Item, Trial, class_folders, list_images,
+                              seeded_per_class_split)
+from cnnbench.errors import CnnbenchError, UserError
+
+from ._common import per_class_option, refuse_unknown, seeds_option
 
 
 @hookimpl
@@ -30,11 +34,16 @@ class ImageFolder(Dataset):
     url = "your own images"
 
     def __init__(self, data_root=None, path=None, train_per_class: int = 30, test_per_class: int = -1,
-                 seeds=(0, 1, 2), name: str | None = None):
+                 seeds=(0, 1, 2), name: str | None = None, **unknown):
+        refuse_unknown("imagefolder", unknown, ImageFolder.__init__)
         super().__init__(data_root, path)
-        self.train_per_class, self.test_per_class = int(train_per_class), int(test_per_class)
-        self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-        if name:
+        self.train_per_class = per_class_option("imagefolder", "train_per_class", train_per_class, rest=False)
+        self.test_per_class = per_class_option("imagefolder", "test_per_class", test_per_class, rest=True)
+        self.seeds = seeds_option("imagefolder", seeds)
+        if name is not None and name != "":
+            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+                raise UserError(f"imagefolder: name: {name!r} is not allowed; expected a plain name for the data set "
+                                "(no '/', not starting with '.'), used for its feature folder")
             self.name = name
         self._classes: list[str] | None = None
 
@@ -56,29 +65,92 @@ class ImageFolder(Dataset):
         self.check()
         return self.root / "train" if self.has_fixed_split else self.root
 
+    def _no_images(self, folder: Path, why: str) -> UserError:
+        return UserError(f"{self.name}: no images found under {folder}: {why}; expected "
+                         + ("train/<Class>/<image> and test/<Class>/<image>" if self.has_fixed_split
+                            else "<Class>/<image>") + f" with image files ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def _class_folders(self, base: Path) -> list[Path]:
+        folders = class_folders(base)
+        if not folders:
+            loose = len(list_images(base))
+            raise self._no_images(base, "it has no class folders" + (
+                f" (it holds {loose} image(s) directly; put each class's images in a sub-folder named after the class)"
+                if loose else ""))
+        return folders
+
     @property
     def classes(self) -> list[str]:
         if self._classes is None:
-            self._classes = [p.name for p in class_folders(self._class_root())]
+            classes = [p.name for p in self._class_folders(self._class_root())]
+            if self.has_fixed_split:  # checked before any split is extracted, not after train/ is done
+                self._check_known(self.root / "test", classes)
+            self._classes = classes
         return self._classes
+
+    def _check_known(self, base: Path, classes: list[str]) -> list[Path]:
+        """The class folders of ``base``; one that is not a training class is refused, by name."""
+        folders = self._class_folders(base)
+        unknown = [f for f in folders if f.name not in classes]
+        if unknown:
+            f = unknown[0]
+            raise UserError(f"{self.name}: class {f.name!r} ({f}) is not among the training classes "
+                            f"{', '.join(classes)}; give it training images in {self.root / 'train' / f.name}, "
+                            f"or rename or remove {f}")
+        return folders
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         base = self.root / split if self.has_fixed_split else self.root
         index = {c: k for k, c in enumerate(self.classes)}
-        items = []
-        for folder in class_folders(base):
-            if folder.name not in index:
-                raise ValueError(f"{folder}: class {folder.name!r} is not among the training classes {self.classes}")
-            for path in list_images(folder):
-                items.append(Item(f"{folder.name}/{path.name}", str(path), index[folder.name]))
+        folders = self._check_known(base, self.classes)
+        items, counts = [], {}
+        for folder in folders:
+            paths = list_images(folder)
+            counts[folder.name] = len(paths)
+            items.extend(Item(f"{folder.name}/{path.name}", str(path), index[folder.name]) for path in paths)
+        if not items:
+            raise self._no_images(base, f"its {len(folders)} class folder(s) hold no image files")
+        if self.has_fixed_split:
+            if split == "train":
+                empty = [c for c, n in counts.items() if n == 0]
+                if empty:
+                    raise UserError(f"{self.name}: class {empty[0]!r} has no training images in "
+                                    f"{base / empty[0]}; add images or remove the class folder"
+                                    f"{' (also empty: ' + ', '.join(empty[1:]) + ')' if len(empty) > 1 else ''}")
+        else:
+            need = self.train_per_class + max(self.test_per_class, 0)
+            small = [c for c, n in counts.items() if n < need]
+            if small:
+                c = min(small, key=lambda c: counts[c])
+                if self.test_per_class < 0:
+                    asked, fix = f"train_per_class: {self.train_per_class}", "lower train_per_class"
+                    if counts[c] > 1:
+                        fix += f" (e.g. -D train_per_class={counts[c] - 1})"
+                else:
+                    asked = f"train_per_class + test_per_class: {self.train_per_class} + {self.test_per_class}"
+                    fix = "lower train_per_class or test_per_class"
+                others = f" ({len(small)} classes are that small)" if len(small) > 1 else ""
+                raise UserError(f"{self.name}: class {c!r} has {counts[c]} image(s) in {base / c}, fewer than "
+                                f"{asked}{others}; {fix}, or add images")
         return items
+
+    def _class_names(self) -> list[str] | None:
+        try:
+            return self.classes
+        except (CnnbenchError, OSError):
+            return None
 
     def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
         if self.has_fixed_split:
             return super().trials(labels)
+        hint = (f"lower train_per_class (now {self.train_per_class})"
+                + (f" or test_per_class (now {self.test_per_class})" if self.test_per_class > 0 else "")
+                + ", or add images (unreadable images are skipped at extraction)")
+        names = self._class_names()
         out = []
         for seed in self.seeds:
-            train, test = seeded_per_class_split(labels["all"], [self.train_per_class, self.test_per_class], seed)
+            train, test = seeded_per_class_split(labels["all"], [self.train_per_class, self.test_per_class], seed,
+                                                 class_names=names, hint=f"{self.name}: {hint}")
             out.append(Trial(f"seed{seed}", {"all": train}, {"all": test}))
         return out

@@ -12,7 +12,7 @@ from cnnbench import hookimpl
 from cnnbench.dataset import Dataset, Item
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines
+from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
 
 SPLIT_FILES = {"train": "TrainImages.txt", "test": "TestImages.txt"}
 
@@ -38,7 +38,8 @@ class MIT67(Dataset):
         Download("https://web.mit.edu/torralba/www/TestImages.txt", None),
     )
 
-    def __init__(self, data_root=None, path=None):
+    def __init__(self, data_root=None, path=None, **unknown):
+        refuse_unknown("mit67", unknown, MIT67.__init__)
         super().__init__(data_root, path)
         self._lists: dict[str, list[tuple[str, str]]] = {}
 

@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Item
 
-from ._common import AnnotationError, RetrievalDataset, images_under
+from ._common import AnnotationError, RetrievalDataset, images_under, refuse_unknown, require_images
 
 
 @hookimpl
@@ -37,11 +38,10 @@ class Oxford5kSubset(RetrievalDataset):
     layout = ('  jpg/all_souls_000000.jpg ...\n'
               '  queries.json: [{"id": ..., "query": "<file>.jpg", "bbox": [x1, y1, x2, y2], "relevant": ["<file>.jpg", ...]}]')
 
-    def __init__(self, data_root=None, path=None, query_image: str = "positive"):
+    def __init__(self, data_root=None, path=None, query_image: str = "positive", **unknown):
+        refuse_unknown("oxford5k-subset", unknown, Oxford5kSubset.__init__)
         super().__init__(data_root, path)
-        if query_image not in ("positive", "junk"):
-            raise ValueError(f"oxford5k-subset: query_image must be 'positive' or 'junk', got {query_image!r}")
-        self.query_image = query_image
+        self.query_image = O.one_of("oxford5k-subset: query_image", query_image, ("positive", "junk"))
         self._queries: list[dict] | None = None
 
     def options(self) -> dict:
@@ -52,7 +52,8 @@ class Oxford5kSubset(RetrievalDataset):
 
     def _db(self) -> dict[str, Path]:
         self.check()
-        return {p.stem: p for p in images_under(self.root / "jpg")}
+        found = require_images(images_under(self.root / "jpg"), self.root / "jpg", self.name)
+        return {p.stem: p for p in found}
 
     def queries(self) -> list[dict]:
         if self._queries is None:

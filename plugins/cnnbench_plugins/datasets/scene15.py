@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from cnnbench import hookimpl
 from cnnbench.dataset import Dataset, Item, class_folders, list_images
+from cnnbench.errors import MissingDataError, UserError
+
+from ._common import refuse_unknown
 
 
 @hookimpl
@@ -25,22 +28,39 @@ class Scene15(Dataset):
     url = "https://figshare.com/articles/dataset/15-Scene_Image_Dataset/7007177"
     layout = "  train/<Class>/*.jpg   (100 per class)\n  test/<Class>/*.jpg    (the rest)"
 
+    def __init__(self, data_root=None, path=None, **unknown):
+        refuse_unknown("scene15", unknown, Scene15.__init__)
+        super().__init__(data_root, path)
+
     def required_paths(self):
         return [self.root / "train", self.root / "test"]
 
     @property
     def classes(self) -> list[str]:
         self.check()
-        return [p.name for p in class_folders(self.root / "train")]
+        names = [p.name for p in class_folders(self.root / "train")]
+        if not names:
+            raise UserError(f"scene15: no images found under {self.root / 'train'}: it has no class folders; "
+                            f"expected\n{self.layout}")
+        return names
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         self.check()
         classes = self.classes
+        extra = sorted({p.name for p in class_folders(self.root / split)} - set(classes))
+        if extra:
+            raise UserError(f"scene15: class {extra[0]!r} ({self.root / split / extra[0]}) is not among the training "
+                            f"classes {', '.join(classes)} (the folders of {self.root / 'train'}); rename or remove it")
         items = []
         for k, name in enumerate(classes):
             folder = self.root / split / name
             if not folder.is_dir():
-                raise FileNotFoundError(f"scene15: class folder {folder} is missing")
-            items.extend(Item(f"{name}/{p.name}", str(p), k) for p in list_images(folder))
+                raise MissingDataError(f"scene15: class folder {folder} is missing (class {name!r} has training "
+                                       f"images in {self.root / 'train' / name}); is the data set fully unpacked?")
+            found = [Item(f"{name}/{p.name}", str(p), k) for p in list_images(folder)]
+            if not found:
+                raise UserError(f"scene15: no images found under {folder} (class {name!r}); add its images or "
+                                "remove the class from both splits")
+            items.extend(found)
         return items

@@ -19,10 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.dataset import Dataset, Item
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines
+from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
 
 N_ATTRIBUTES = 64
 FILES = {"train": "apascal_train.txt", "apascal": "apascal_test.txt", "ayahoo": "ayahoo_test.txt"}
@@ -50,11 +51,11 @@ class UIUCAttributes(Dataset):
         Download("http://host.robots.ox.ac.uk/pascal/VOC/voc2008/VOCtrainval_14-Jul-2008.tar", None),
     )
 
-    def __init__(self, data_root=None, path=None, test_set: str = "apascal", use_boxes: bool = True):
+    def __init__(self, data_root=None, path=None, test_set: str = "apascal", use_boxes: bool = True, **unknown):
+        refuse_unknown("uiuc-attributes", unknown, UIUCAttributes.__init__)
         super().__init__(data_root, path)
-        if test_set not in ("apascal", "ayahoo"):
-            raise ValueError(f"uiuc-attributes: test_set must be 'apascal' or 'ayahoo', got {test_set!r}")
-        self.test_set, self.use_boxes = test_set, bool(use_boxes)
+        self.test_set = O.one_of("uiuc-attributes: test_set", test_set, ("apascal", "ayahoo"))
+        self.use_boxes = O.as_bool("uiuc-attributes: use_boxes", use_boxes)
 
     def options(self) -> dict:
         return {"test_set": self.test_set, "use_boxes": self.use_boxes}

@@ -18,7 +18,7 @@ from cnnbench import hookimpl
 from cnnbench.dataset import Item, Trial
 from cnnbench.download import Download
 
-from ._common import AnnotationError, RetrievalDataset, images_under
+from ._common import AnnotationError, RetrievalDataset, images_under, require_images
 
 _NAME = re.compile(r"^ukbench(\d{5})$")
 
@@ -44,7 +44,7 @@ class UKBench(RetrievalDataset):
     def _images(self):
         self.check()
         out = []
-        for p in images_under(self.root / "full"):
+        for p in require_images(images_under(self.root / "full"), self.root / "full", "ukbench"):
             m = _NAME.match(p.stem)
             if not m:
                 raise AnnotationError(f"ukbench: {p} is not named ukbenchNNNNN.jpg")

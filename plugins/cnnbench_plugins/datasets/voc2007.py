@@ -19,7 +19,7 @@ from cnnbench import hookimpl
 from cnnbench.dataset import Dataset, Item, Trial
 from cnnbench.download import Download
 
-from ._common import AnnotationError, read_lines
+from ._common import AnnotationError, read_lines, refuse_unknown
 
 CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -53,6 +53,10 @@ class VOC2007(Dataset):
         Download(_VOC_HOST + "VOCtest_06-Nov-2007.tar",
                  "6836888e2e01dca84577a849d339fa4f73e1e4f135d312430c4856b5609b4892"),
     )
+
+    def __init__(self, data_root=None, path=None, **unknown):
+        refuse_unknown("voc2007", unknown, VOC2007.__init__)
+        super().__init__(data_root, path)
 
     @property
     def voc(self) -> Path:

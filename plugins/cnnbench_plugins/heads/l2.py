@@ -55,11 +55,19 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
+from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize
 from cnnbench.metrics import _trapezoid_ap, ranked_average_precision
 from cnnbench.retrieval import Whitening, pyramid_levels, pyramid_size, rank_database
 
+from ._common import refuse_unknown
+
 log = logging.getLogger("cnnbench.heads.l2")
+
+
+class PcaFitMissing(UserError, FileNotFoundError):
+    """The ``pca_fit`` feature file does not exist (a :class:`FileNotFoundError` too, for library callers)."""
 
 
 @hookimpl
@@ -78,25 +86,44 @@ class L2RetrievalHead(Head):
                  power: float = 1.0, pca_fit: str = "database", pca_layer: str | None = None,
                  index: str = "exact", faiss_min_database: int = 100_000, faiss_index: str = "Flat",
                  levels: list[int] | tuple[int, int] | None = (4, 3), multi_vector: str = "min_mean",
-                 exclude_self: bool | None = None):
+                 exclude_self: bool | None = None, **unknown):
+        refuse_unknown("l2", unknown, L2RetrievalHead.__init__)
+        query_batch = O.as_int("l2: query_batch", query_batch, min=1,
+                               fix="the number of queries ranked at once (default 1024); lower it to save memory")
+        if pca_dim not in ("auto", None):
+            pca_dim = O.as_int("l2: pca_dim", pca_dim, min=1,
+                               fix="or 'auto' (500 for retrieval data sets, no PCA for class data sets), or null "
+                                   "for no PCA")
+        whiten = O.as_bool("l2: whiten", whiten)
+        power = O.as_float("l2: power", power, min=0, min_exclusive=True,
+                           fix="the signed power transform sign(x)|x|^power; 1 turns it off")
+        if not (pca_fit in ("database", "queries") or (isinstance(pca_fit, str) and pca_fit.endswith((".h5", ".hdf5")))):
+            raise UserError(f"l2: pca_fit: {pca_fit!r} is not allowed; expected 'database', 'queries' or the path of "
+                            "a .h5 feature file")
+        if pca_layer is not None and not (isinstance(pca_layer, str) and pca_layer):
+            raise UserError(f"l2: pca_layer: {pca_layer!r} is not allowed; expected a layer name of the pca_fit "
+                            "feature file, or null for its default layer")
+        index = O.one_of("l2: index", index, ("exact", "faiss", "auto"))
+        faiss_min_database = O.as_int("l2: faiss_min_database", faiss_min_database, min=1,
+                                      fix="the database size from which index: auto uses FAISS")
+        if not (isinstance(faiss_index, str) and faiss_index):
+            raise UserError(f"l2: faiss_index: {faiss_index!r} is not allowed; expected a FAISS index factory string "
+                            "such as 'Flat' (exact) or 'IVF256,Flat'")
+        if levels is not None:
+            if len(O.as_list("l2: levels", levels, allow_scalar=False)) != 2:
+                raise UserError(f"l2: levels: {levels!r} is not allowed; expected [h_database, h_queries], two "
+                                "pyramid depths >= 1 (paper: [4, 3]), or null to use every patch")
+            levels = O.int_list("l2: levels", levels, min=1, min_len=2)
+        multi_vector = O.one_of("l2: multi_vector", multi_vector, ("min_mean", "mean"))
+        if exclude_self is not None:
+            exclude_self = O.as_bool("l2: exclude_self", exclude_self)
         super().__init__(query_batch=query_batch, pca_dim=pca_dim, whiten=whiten, power=power, pca_fit=pca_fit,
                          pca_layer=pca_layer, index=index, faiss_min_database=faiss_min_database,
-                         faiss_index=faiss_index, levels=None if levels is None else list(levels),
-                         multi_vector=multi_vector, exclude_self=exclude_self)
-        if not (pca_dim in ("auto", None) or (isinstance(pca_dim, int) and pca_dim > 0)):
-            raise ValueError(f"l2: pca_dim must be 'auto', null (no PCA) or a positive integer, got {pca_dim!r}")
-        if index not in ("exact", "faiss", "auto"):
-            raise ValueError(f"l2: index must be 'exact', 'faiss' or 'auto', got {index!r}")
-        if multi_vector not in ("min_mean", "mean"):
-            raise ValueError(f"l2: multi_vector must be 'min_mean' (the paper's spatial search) or 'mean', got {multi_vector!r}")
-        if levels is not None and (len(levels) != 2 or min(int(v) for v in levels) < 1):
-            raise ValueError(f"l2: levels must be [h_database, h_queries] with h >= 1 (paper: [4, 3]), got {levels!r}")
-        if pca_fit not in ("database", "queries") and not str(pca_fit).endswith((".h5", ".hdf5")):
-            raise ValueError(f"l2: pca_fit must be 'database', 'queries' or the path of a .h5 feature file, got {pca_fit!r}")
-        self.query_batch, self.pca_dim, self.whiten, self.power = int(query_batch), pca_dim, bool(whiten), float(power)
+                         faiss_index=faiss_index, levels=levels, multi_vector=multi_vector, exclude_self=exclude_self)
+        self.query_batch, self.pca_dim, self.whiten, self.power = query_batch, pca_dim, whiten, power
         self.pca_fit, self.pca_layer, self.index = pca_fit, pca_layer, index
-        self.faiss_min_database, self.faiss_index = int(faiss_min_database), faiss_index
-        self.levels = None if levels is None else (int(levels[0]), int(levels[1]))
+        self.faiss_min_database, self.faiss_index = faiss_min_database, faiss_index
+        self.levels = None if levels is None else (levels[0], levels[1])
         self.multi_vector, self.exclude_self = multi_vector, exclude_self
 
     def primary_metric_for(self, task: str, metric: str | None) -> str:
@@ -109,14 +136,15 @@ class L2RetrievalHead(Head):
         if x.ndim == 2:
             return x
         if x.ndim != 3:
-            raise ValueError(f"l2: features must be (N, D) or (N, P, D), got shape {x.shape}")
+            raise UserError(f"l2: features must be (N, D) or (N, P, D), got shape {x.shape}; "
+                            "extract a pooled layer (pooling avg or max)")
         h = pyramid_levels(x.shape[1])
         if self.levels is not None and h is not None and x.shape[1] > 1:
             want = self.levels[side]
             if want > h:
                 which = "database" if side == 0 else "query"
-                raise ValueError(f"l2: levels asks for {want} pyramid levels of the {which} images but the features "
-                                 f"hold {h} ({x.shape[1]} patches); extract more levels or set levels: [..]")
+                raise UserError(f"l2: levels asks for {want} pyramid levels of the {which} images but the features "
+                                f"hold {h} ({x.shape[1]} patches); extract more levels or set levels: [..]")
             x = x[:, : pyramid_size(want)]
         if self.multi_vector == "mean" or x.shape[1] == 1:
             return l2_normalize(l2_normalize(x).mean(axis=1))
@@ -138,17 +166,37 @@ class L2RetrievalHead(Head):
 
             path = Path(self.pca_fit)
             if not path.exists():
-                raise FileNotFoundError(f"l2: pca_fit file {path} does not exist; extract it first or use pca_fit: database")
+                raise PcaFitMissing(f"l2: pca_fit: {path} does not exist; extract it first or use pca_fit: database")
             fit_on = store.read(path, self.pca_layer).features
+        n_fit = int(np.prod(np.shape(fit_on)[:-1]))
+        if n_fit < 2:
+            raise UserError(f"l2: PCA (pca_dim: {self.pca_dim}) needs at least 2 descriptors to fit, pca_fit: "
+                            f"{self.pca_fit} gives {n_fit}; set pca_dim: null to skip PCA, or fit on another set")
         if fit_on.shape[-1] != database.shape[-1]:
-            raise ValueError(f"l2: pca_fit descriptors have {fit_on.shape[-1]} dimensions, the features {database.shape[-1]}; "
-                             "use a feature file of the same backbone and layer")
+            raise UserError(f"l2: pca_fit descriptors have {fit_on.shape[-1]} dimensions, the features {database.shape[-1]}; "
+                            "use a feature file of the same backbone and layer")
         return w.fit(fit_on)
 
-    def _index(self, n_database: int, spatial: bool) -> str:
-        if self.index == "auto":
-            return "faiss" if n_database >= self.faiss_min_database and not spatial else "exact"
-        return self.index
+    def _index(self, n_database: int, spatial: bool, dim: int) -> str:
+        index = self.index
+        if index == "auto":
+            index = "faiss" if n_database >= self.faiss_min_database and not spatial else "exact"
+        elif index == "faiss" and spatial:
+            raise UserError("l2: index: 'faiss' cannot search patch features (spatial search or views) and runs "
+                            "exactly only; use index: exact (or auto), or multi_vector: mean for one descriptor per image")
+        if index == "faiss":
+            try:
+                import faiss
+            except ImportError:
+                raise UserError("l2: index: faiss needs the faiss-cpu package (pip install faiss-cpu); "
+                                "or use index: exact") from None
+            try:
+                faiss.index_factory(dim, self.faiss_index, faiss.METRIC_L2)
+            except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ message
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"l2: faiss_index: {self.faiss_index!r} is not a FAISS index factory string for "
+                                f"{dim}-dimensional descriptors ({first}); use e.g. 'Flat' (exact)") from None
+        return index
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
@@ -156,18 +204,20 @@ class L2RetrievalHead(Head):
             return self._evaluate_classes(train, test)
         if task == "retrieval":
             return self._evaluate_retrieval(train, test, metric or "mAP")
-        raise ValueError(f"l2 head handles multiclass and retrieval data sets, not {task!r}")
+        raise UserError(f"l2: the l2 head handles multiclass and retrieval data sets, not a {task} one; "
+                        "use the svm head for multilabel data sets")
 
     def _evaluate_classes(self, train: FeatureSet, test: FeatureSet) -> dict[str, float]:
         y = np.asarray(test.labels)
         n = len(y)
         if n < 2:
-            raise ValueError("l2 retrieval needs at least two test images")
+            raise UserError(f"l2: ranking the test images against each other needs at least two test images, "
+                            f"the trial has {n}; check the data set's split options")
         db_raw = self._patches(train.features, 0)
         x_raw = self._patches(test.features, 0)
         w = self._whitening(db_raw, x_raw, "multiclass")
         X = w.transform(x_raw)
-        index = self._index(n, X.ndim == 3)
+        index = self._index(n, X.ndim == 3, X.shape[-1])
         order, _ = rank_database(X, X, index=index, batch=self.query_batch, faiss_index=self.faiss_index)
         # drop the query itself from its ranking
         rows = np.arange(n)[:, None]
@@ -178,26 +228,26 @@ class L2RetrievalHead(Head):
 
     def _evaluate_retrieval(self, database: FeatureSet, queries: FeatureSet, metric: str) -> dict[str, float]:
         if metric not in ("mAP", "top4"):
-            raise ValueError(f"l2: retrieval metric must be 'mAP' (Oxford/Paris/Holidays AP) or 'top4' (UKBench), "
-                             f"got the data set's metric {metric!r}")
+            raise UserError(f"l2: retrieval metric must be 'mAP' (Oxford/Paris/Holidays AP) or 'top4' (UKBench), "
+                            f"got the data set's metric {metric!r}")
         gt = queries.extras.get("ground_truth")
         if not gt:
-            raise ValueError("l2: a retrieval data set must give extras['ground_truth'] = {query_id: {'positives': [...], "
-                             "'junk': [...]}} in its test (queries) split; this one has none")
+            raise UserError("l2: a retrieval data set must give extras['ground_truth'] = {query_id: {'positives': [...], "
+                            "'junk': [...]}} in its test (queries) split; this one has none")
         q_rows = [i for i, qid in enumerate(queries.ids) if qid in gt]
         if not q_rows:
-            raise ValueError(f"l2: none of the {len(queries)} query ids appears in the ground truth "
-                             f"(e.g. {list(gt)[:3]}); do the queries split and the ground truth use the same ids?")
+            raise UserError(f"l2: none of the {len(queries)} query ids appears in the ground truth "
+                            f"(e.g. {list(gt)[:3]}); do the queries split and the ground truth use the same ids?")
         if len(q_rows) < len(queries):
             log.warning("l2: %d of %d queries have no ground truth and are skipped", len(queries) - len(q_rows), len(queries))
         db_raw = self._patches(database.features, 0)
         q_raw = self._patches(np.asarray(queries.features)[q_rows], 1)
         if (db_raw.ndim == 3) != (q_raw.ndim == 3):
-            raise ValueError(f"l2: database features {db_raw.shape} and query features {q_raw.shape} must both have a "
-                             "patch axis or neither")
+            raise UserError(f"l2: database features {db_raw.shape} and query features {q_raw.shape} must both have a "
+                            "patch axis or neither")
         w = self._whitening(db_raw, q_raw, "retrieval")
         db, q = w.transform(db_raw), w.transform(q_raw)
-        order, _ = rank_database(q, db, index=self._index(len(db), db.ndim == 3), batch=self.query_batch,
+        order, _ = rank_database(q, db, index=self._index(len(db), db.ndim == 3, db.shape[-1]), batch=self.query_batch,
                                  faiss_index=self.faiss_index)
         db_ids = np.asarray(database.ids)
         pos_in_db = {i: k for k, i in enumerate(db_ids)}
@@ -227,7 +277,8 @@ class L2RetrievalHead(Head):
                     is_pos[pos_in_db[qid]] = True  # UKBench: the query is one of its object's 4 images
                 top4.append(int(is_pos[ranked[:4]].sum()))
         if not aps:
-            raise ValueError("l2: no query has a positive in the ground truth")
+            raise UserError("l2: no query has a positive in the ground truth (or none of its positives was "
+                            "extracted); check the data set's ground-truth files")
         out = {"mAP": float(np.mean(aps)), "n_queries": float(len(aps)), "pca_dim_used": float(w.out_dim or db.shape[-1])}
         if metric == "top4":
             score = float(np.mean(top4))

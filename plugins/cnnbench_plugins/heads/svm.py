@@ -41,9 +41,13 @@ import warnings
 import numpy as np
 
 from cnnbench import hookimpl
+from cnnbench import options as O
+from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize
 from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.retrieval import signed_power
+
+from ._common import refuse_unknown
 
 
 @hookimpl
@@ -64,27 +68,45 @@ class LinearSVMHead(Head):
     def __init__(self, C_grid=(0.01, 0.1, 1.0, 10.0, 100.0), C: float | None = None, cv_folds: int = 3,
                  seed: int = 0, loss: str = "squared_hinge", class_weight: str | None = None, max_iter: int = 10000,
                  solver: str = "auto", multiclass: str = "ovr", power: float = 1.0, view_pooling: str = "sum",
-                 ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu"):
+                 ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu", **unknown):
+        refuse_unknown("svm", unknown, LinearSVMHead.__init__)
+        if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
+            raise UserError("svm: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose C "
+                            "from by cross-validation (default [0.01, 0.1, 1, 10, 100]); or set a fixed C")
+        C_grid = O.float_list("svm: C_grid", C_grid, min=0, min_exclusive=True, min_len=0 if C is not None else 1)
+        if C is not None:
+            C = O.as_float("svm: C", C, min=0, min_exclusive=True,
+                           fix="C weighs the training errors (the paper uses 0.2 or 2); leave C unset (null) to "
+                               "choose it from C_grid by cross-validation")
+        cv_folds = O.as_int("svm: cv_folds", cv_folds, min=2,
+                            fix="cross-validation splits the training images into that many folds; "
+                                "or set a fixed C to skip it")
+        seed = O.as_int("svm: seed", seed, min=0, max=2**32 - 1)
+        loss = O.one_of("svm: loss", loss, ("squared_hinge", "hinge"))
+        class_weight = O.one_of("svm: class_weight", class_weight, (None, "balanced"))
+        max_iter = O.as_int("svm: max_iter", max_iter, min=1)
+        solver = O.one_of("svm: solver", solver, ("auto", "batched", "liblinear"))
+        multiclass = O.one_of("svm: multiclass", multiclass, ("ovr", "ovo"))
+        power = O.as_float("svm: power", power, min=0, min_exclusive=True,
+                           fix="the signed power transform sign(x)|x|^power; 1 turns it off, the paper's CNNaug uses 2")
+        view_pooling = O.one_of("svm: view_pooling", view_pooling, ("sum", "max"))
+        ap = O.one_of("svm: ap", ap, ("voc07", "exact"))
+        smooth = O.as_float("svm: smooth", smooth, min=0, min_exclusive=True,
+                            fix="the width over which the batched solver smooths the hinge's kink (default 0.05)")
+        tol = O.as_float("svm: tol", tol, min=0, min_exclusive=True)
         super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, loss=loss, class_weight=class_weight,
                          max_iter=max_iter, solver=solver, multiclass=multiclass, power=power,
                          view_pooling=view_pooling, ap=ap, smooth=smooth, tol=tol, device=device)
-        if not C_grid and C is None:
-            raise ValueError("svm: give C or a non-empty C_grid")
-        checks = {"loss": (loss, ("hinge", "squared_hinge")), "solver": (solver, ("auto", "batched", "liblinear")),
-                  "multiclass": (multiclass, ("ovr", "ovo")), "view_pooling": (view_pooling, ("sum", "max")),
-                  "ap": (ap, ("voc07", "exact")), "class_weight": (class_weight, (None, "balanced"))}
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"svm: {key} must be one of {list(allowed)}, got {value!r}")
         if solver == "auto":  # the faster of the two where it meets the accuracy bar (benchmarks/svm_speed.py)
             solver = "batched" if loss == "squared_hinge" else "liblinear"
         if multiclass == "ovo" and solver == "batched":
             solver = "liblinear"  # one-vs-one runs per pair with liblinear
-        self.C_grid = sorted(float(c) for c in C_grid)
-        self.C, self.cv_folds, self.seed = C, int(cv_folds), int(seed)
-        self.loss, self.class_weight, self.max_iter = loss, class_weight, int(max_iter)
-        self.solver, self.multiclass, self.power, self.view_pooling = solver, multiclass, float(power), view_pooling
-        self.ap, self.smooth, self.tol, self.device = ap, float(smooth), float(tol), device
+        _check_device("svm: device", device, used=solver == "batched")
+        self.C_grid = sorted(C_grid)
+        self.C, self.cv_folds, self.seed = C, cv_folds, seed
+        self.loss, self.class_weight, self.max_iter = loss, class_weight, max_iter
+        self.solver, self.multiclass, self.power, self.view_pooling = solver, multiclass, power, view_pooling
+        self.ap, self.smooth, self.tol, self.device = ap, smooth, tol, device
 
     def primary_metric_for(self, task: str, metric: str | None) -> str:
         allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
@@ -97,7 +119,8 @@ class LinearSVMHead(Head):
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim != 3:
-            raise ValueError(f"svm: features must be (N, D) or (N, V, D), got shape {x.shape}")
+            raise UserError(f"svm: features must be (N, D) or (N, V, D), got shape {x.shape}; "
+                            "extract a pooled layer (pooling avg or max)")
         return l2_normalize(signed_power(x, self.power))
 
     # -- one fit + decision values -------------------------------------------------------------------
@@ -114,23 +137,30 @@ class LinearSVMHead(Head):
         pred = dec.argmax(1)
         return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
 
-    def _folds(self, y: np.ndarray, task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         if task == "multiclass":
-            folds = min(self.cv_folds, int(np.bincount(y).min()))
+            present, counts = np.unique(y, return_counts=True)
+            smallest = int(counts.argmin())
+            folds = min(self.cv_folds, int(counts[smallest]))
             if folds < 2:
-                raise ValueError(f"svm: cross-validation needs at least 2 training images per class (the smallest "
-                                 f"class has {int(np.bincount(y).min())}); set a fixed C instead")
+                cls = int(present[smallest])
+                name = repr(classes[cls]) if classes is not None and 0 <= cls < len(classes) else f"#{cls}"
+                raise UserError(f"svm: cross-validation to choose C needs at least 2 training images per class; class "
+                                f"{name} has {int(counts[smallest])} (cv_folds: {self.cv_folds}); add training images "
+                                f"to that class, or set a fixed C (e.g. -H C=1) to skip cross-validation")
             return list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
-        if self.cv_folds < 2 or len(y) < self.cv_folds:
-            raise ValueError(f"svm: {self.cv_folds}-fold cross-validation needs at least that many images; set C instead")
+        if len(y) < self.cv_folds:
+            raise UserError(f"svm: {self.cv_folds}-fold cross-validation needs at least {self.cv_folds} training images, "
+                            f"the training split has {len(y)}; lower cv_folds or set a fixed C")
         return list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y))))
 
-    def choose_C(self, X: np.ndarray, y: np.ndarray, task: str, metric: str, n_outputs: int) -> tuple[float, dict]:
+    def choose_C(self, X: np.ndarray, y: np.ndarray, task: str, metric: str, n_outputs: int,
+                 classes: list[str] | None = None) -> tuple[float, dict]:
         """k-fold CV over the C grid; returns (best C, {C: mean score})."""
         scores = {c: [] for c in self.C_grid}
-        for tr, va in self._folds(y, task):
+        for tr, va in self._folds(y, task, classes):
             model = self._model(n_outputs)
             model.start(X[tr], y[tr])
             for c in self.C_grid:  # ascending: each fit warm-starts from the previous one
@@ -146,22 +176,34 @@ class LinearSVMHead(Head):
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         if task not in self.tasks:
-            raise ValueError(f"svm head handles multiclass and multilabel data sets, not {task!r}")
+            raise UserError(f"svm: the svm head handles multiclass and multilabel data sets, not a {task} one; "
+                            "use the l2 head for retrieval data sets")
         metric = self.primary_metric_for(task, metric)
         Xtr, Xte = self._prepare(train.features), self._prepare(test.features)
         ytr, yte = np.asarray(train.labels), np.asarray(test.labels)
+        for which, y in (("training", ytr), ("test", yte)):
+            if len(y) == 0:
+                raise UserError(f"svm: the trial's {which} selection holds no images; check the data set's split "
+                                "options and that its feature files are not empty")
         if task == "multilabel":
             if ytr.ndim != 2:
-                raise ValueError(f"svm: a multilabel data set needs (N, C) labels, got shape {ytr.shape}")
+                raise UserError(f"svm: a multilabel data set needs (N, C) labels, got shape {ytr.shape}; "
+                                "were these features extracted for this data set?")
             n_outputs = ytr.shape[1]
         else:
             if ytr.ndim != 1:
-                raise ValueError(f"svm: a multiclass data set needs (N,) class ids, got shape {ytr.shape}")
+                raise UserError(f"svm: a multiclass data set needs (N,) class ids, got shape {ytr.shape}; "
+                                "were these features extracted for this data set?")
+            if len(np.unique(ytr)) < 2:
+                cls = int(ytr[0])
+                name = repr(train.classes[cls]) if 0 <= cls < len(train.classes) else f"#{cls}"
+                raise UserError(f"svm: the training images are all of one class ({name}); a classifier needs "
+                                "at least 2 classes with training images")
             n_outputs = max(len(train.classes), int(ytr.max()) + 1, int(yte.max()) + 1)
         if self.C is not None:
             C = float(self.C)
         else:
-            C, _ = self.choose_C(Xtr, ytr, task, metric, n_outputs)
+            C, _ = self.choose_C(Xtr, ytr, task, metric, n_outputs, list(train.classes))
         model = self._model(n_outputs)
         model.start(Xtr, ytr)
         model.fit(C)
@@ -172,6 +214,25 @@ class LinearSVMHead(Head):
                    for k, v in out.items()}
         out["C"] = C
         return out
+
+
+def _check_device(name: str, value, used: bool) -> None:
+    """A torch device name (``cpu``, ``cuda``, ``cuda:1``); a CUDA device must exist when the batched solver runs."""
+    import torch
+
+    try:
+        dev = torch.device(value) if isinstance(value, str) and value else None
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{name}: {value!r} is not allowed; expected a torch device: 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
+    if used and dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{name}: {value!r}: no CUDA device is available here; use device: cpu")
+    if used and dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"{name}: {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                        f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or use device: cpu")
+    if used and dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{name}: {value!r}: no Apple MPS device is available here; use device: cpu")
 
 
 def _flatten(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
