@@ -7,12 +7,15 @@ A backbone never reads image files; the extraction engine feeds it normalised ba
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
 from torch import nn
+
+from .errors import UserError
 
 POOLINGS = ("avg", "max")
 
@@ -75,12 +78,25 @@ class Backbone:
     layers: dict[str, str] = field(default_factory=dict)
     weights: str = ""  # where the weights came from, recorded in the feature files
     description: str = ""
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.resolve_layer(self.default_layer)
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the model's tensors (names and bytes): what the features depend on, wherever the
+        weights came from. Computed once; the model is frozen."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for name, t in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
 
     def _module_names(self) -> list[str]:
         return [n for n, _ in self.model.named_modules() if n]
@@ -94,12 +110,12 @@ class Backbone:
             target = self.layers[layer]
             module = target[: -len(":input")] if target.endswith(":input") else target
             if module and module not in dict(self.model.named_modules()):
-                raise ValueError(f"{self.name}: layer alias {layer!r} points at missing module {module!r}")
+                raise UserError(f"{self.name}: layer alias {layer!r} points at missing module {module!r}")
             return target
         if layer in dict(self.model.named_modules()) and layer:
             return layer
         aliases = ", ".join(self.layers)
-        raise ValueError(
+        raise UserError(
             f"backbone {self.name!r} has no layer {layer!r}; named layers: {aliases}; "
             f"run `cnnbench layers {self.name}` for all {len(self._module_names())} module names"
         )
@@ -115,7 +131,7 @@ class Backbone:
         over tokens. ``pooling`` is ``"avg"`` or ``"max"``.
         """
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise UserError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         layers = list(dict.fromkeys(layers))
         targets = {layer: self.resolve_layer(layer) for layer in layers}
         captured: dict[str, torch.Tensor] = {}

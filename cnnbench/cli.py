@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +13,60 @@ import click
 
 from . import __version__, plugins
 from . import params as P
-from .errors import CnnbenchError
+from .errors import CnnbenchError, UserError
+from .images import VIEW_MODES
 
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
 
 
 def _create(kind: str, name: str, **options: Any):
-    """Build a plugin object; option mistakes become one clear message."""
-    try:
-        return plugins.create(kind, name, **options)
-    except CnnbenchError:
-        raise
-    except TypeError as exc:
-        raise CnnbenchError(f"{kind} {name!r} rejected its options {sorted(options)}: {exc}") from exc
+    return plugins.create(kind, name, **options)
+
+
+class _Main(click.Group):
+    """The one place user errors are caught: a :class:`CnnbenchError` (and a full disk) is printed as
+    one line with a non-zero exit; ``-v`` adds the traceback. Ctrl-C exits 130 and says what is kept."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted; completed files are kept and partial extractions resume on the next run", err=True)
+            ctx.exit(INTERRUPTED_EXIT)
+        except CnnbenchError as exc:
+            self._report(ctx, exc)
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            self._report(ctx, exc)
+            raise click.ClickException(f"no space left on device ({exc.filename or exc}); free some space and run the "
+                                       "same command again: finished files are kept") from exc
+
+    @staticmethod
+    def _report(ctx: click.Context, exc: BaseException) -> None:
+        if ctx.params.get("verbose"):
+            click.echo("".join(traceback.format_exception(exc)), err=True)
 
 
 class Ctx:
-    def __init__(self, params_path: str):
-        self.params_path = params_path
-        self.params = P.load(params_path)
+    """What every command shares: params.yaml, read (and checked) on first use, so ``--help`` works
+    whatever the file holds."""
+
+    def __init__(self, params_path: str, required: bool = False):
+        self.params_path, self._required = params_path, required
+        self._params: dict | None = None
+
+    @property
+    def params(self) -> dict:
+        if self._params is None:
+            self._params = P.load(self.params_path, required=self._required)
+        return self._params
+
+    def extract_settings(self, overrides: dict | None = None):
+        from .settings import ExtractSettings
+
+        return ExtractSettings.from_mapping(self.params["extract"], overrides)
 
     def backbone(self, name: str, weights: str | None = None, extra: dict | None = None):
         opts = P.options_for(self.params, "backbone_options", name)
@@ -57,19 +92,17 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cnnbench")
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               help="Parameter file; missing is fine (built-in defaults).")
-@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging, and the traceback of an error.")
 @click.pass_context
 def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
     """Frozen CNN features + simple heads, side by side with Razavian et al. (2014)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        ctx.obj = Ctx(params_path)
-    except CnnbenchError as exc:
-        _fail(exc)
+    given = ctx.get_parameter_source("params_path") is not click.core.ParameterSource.DEFAULT
+    ctx.obj = Ctx(params_path, required=given)
 
 
 # -- plugins, data sets, layers -------------------------------------------------------------------------
@@ -119,13 +152,10 @@ def datasets_download_cmd(click_ctx: click.Context, name: str, data_root: str | 
 
     ctx = click_ctx.find_object(Ctx)
     data_root = data_root or click_ctx.parent.params.get("data_root")
-    try:
-        ds = ctx.dataset(name, data_root)
-        root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
-                                warn=lambda msg: click.echo(msg, err=True))
-        ds.check()
-    except CnnbenchError as exc:
-        _fail(exc)
+    ds = ctx.dataset(name, data_root)
+    root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
+                            warn=lambda msg: click.echo(msg, err=True))
+    ds.check()
     click.echo(f"{name}: ready in {root}")
 
 
@@ -156,13 +186,10 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
     from .errors import WeightsNotFoundError
 
     try:
-        try:
-            bb = ctx.backbone(backbone, weights)
-        except WeightsNotFoundError as exc:
-            click.echo(f"note: {str(exc).splitlines()[0]}\n(listing the layers of a randomly initialised copy)", err=True)
-            bb = ctx.backbone(backbone, None, {"pretrained": False})
-    except CnnbenchError as exc:
-        _fail(exc)
+        bb = ctx.backbone(backbone, weights)
+    except WeightsNotFoundError as exc:
+        click.echo(f"note: {str(exc).splitlines()[0]}\n(listing the layers of a randomly initialised copy)", err=True)
+        bb = ctx.backbone(backbone, None, {"pretrained": False})
     for name in bb.layer_names():
         mark = " (default)" if name == bb.default_layer else ""
         target = f" -> {bb.layers[name] or '<model output>'}" if name in bb.layers else ""
@@ -172,45 +199,22 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
 # -- extract ---------------------------------------------------------------------------------------------
 
 
-def _levels_for(setting, split: str) -> int:
-    """``spatial_levels`` is an int or a mapping {split: levels, default: levels} (paper: database 4,
-    queries 3)."""
-    if isinstance(setting, dict):
-        return int(setting.get(split, setting.get("default", 4)))
-    return int(setting or 4)
+def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: Path | None = None, splits=(),
+             weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None):
+    from .extract import extract_split, resolve_device
 
-
-def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | None = None, splits=(),
-             layers=(), weights=None, data_root=None, batch_size=None, workers=None, device=None,
-             overwrite=False, progress=True, dataset_opts=None, backbone_opts=None, backbone=None,
-             overrides=None):
-    from .extract import extract_split
-
-    settings = {**ctx.params["extract"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    resolve_device(settings.device)  # before the (slow) backbone: a missing GPU is one line, at once
     dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
     dataset.check()
-    backbone = backbone or ctx.backbone(backbone_name, weights, backbone_opts)
+    for split in splits:
+        if split not in dataset.splits:
+            raise UserError(f"--split {split!r}: data set {dataset_name!r} has splits {list(dataset.splits)}")
+    backbone = ctx.backbone(backbone_name, weights, backbone_opts)
     out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name)
     results = []
     for split in splits or dataset.splits:
-        if split not in dataset.splits:
-            raise CnnbenchError(f"data set {dataset_name!r} has splits {list(dataset.splits)}, not {split!r}")
-        res = extract_split(
-            backbone, dataset, split, out / f"{split}.h5",
-            layers=list(layers) or list(settings.get("layers") or []) or None,
-            pooling=settings.get("pooling", "avg"),
-            batch_size=int(batch_size or settings.get("batch_size", 64)),
-            workers=int(workers if workers is not None else settings.get("workers") or 0) or None,
-            device=device or settings.get("device", "auto"),
-            progress=progress, overwrite=overwrite,
-            views=settings.get("views") or "none",
-            rotation_angles=settings.get("rotation_angles") or (-5.0, 5.0),
-            spatial_levels=_levels_for(settings.get("spatial_levels"), split),
-            box_scale=settings.get("box_scale"),
-            precision=settings.get("precision") or "fp32",
-            runtime=settings.get("runtime") or "auto",
-            fast_decode=bool(settings.get("fast_decode", True)),
-        )
+        res = extract_split(backbone, dataset, split, out / f"{split}.h5", progress=progress, overwrite=overwrite,
+                            **settings.engine_kwargs(split))
         if res.cached:
             click.echo(f"{res.path}: up to date ({res.written} images)")
         else:
@@ -230,35 +234,37 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, *, out: Path | Non
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: features/BACKBONE/DATASET).")
 @click.option("--weights", help="Local weights file for the backbone.")
 @click.option("--data-root", help="Folder holding the data sets.")
-@click.option("--batch-size", type=int)
+@click.option("--batch-size", type=int, help="Model inputs per batch (default 64).")
 @click.option("--workers", type=int, help="Decode threads (default: cores/2).")
 @click.option("--device", help="cpu, cuda, cuda:1 … (default: auto).")
-@click.option("--views", type=click.Choice(["none", "jitter16", "spatial"]),
+@click.option("--views", type=click.Choice(list(VIEW_MODES)),
               help="none: one view; jitter16: the paper's 16 CNNaug views; spatial: sub-patches for spatial search.")
 @click.option("--levels", "spatial_levels", type=int, help="Spatial search levels (patches: sum of l² for l=1..levels).")
 @click.option("--box-scale", type=float, help="Enlarge item boxes by this factor (default: the data set's).")
 @click.option("--pooling", type=click.Choice(["avg", "max"]), help="How spatial maps become vectors.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision (GPU).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision (fp16: GPU only).")
 @click.option("--runtime", type=click.Choice(["auto", "eager", "compile", "onnx"]),
               help="Inference runtime (auto: the fastest exact one: ONNX Runtime on CPU, eager on GPU).")
-@click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date.")
+@click.option("--max-pixels", type=int, help="Skip (and record) images larger than this many pixels (image bombs).")
+@click.option("--exif-orientation/--no-exif-orientation", default=None,
+              help="Turn photos as their EXIF orientation tag says (default: on).")
+@click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
-                device, views, spatial_levels, box_scale, pooling, precision, runtime, overwrite, no_progress,
-                dataset_opts, backbone_opts) -> None:
+                device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
+                overwrite, no_progress, dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
-    try:
-        _extract(ctx, backbone, dataset, out=out, splits=splits, layers=layers, weights=weights,
-                 data_root=data_root, batch_size=batch_size, workers=workers, device=device,
-                 overwrite=overwrite, progress=not no_progress,
-                 dataset_opts=P.parse_assignments(dataset_opts), backbone_opts=P.parse_assignments(backbone_opts),
-                 overrides={"views": views, "spatial_levels": spatial_levels, "box_scale": box_scale,
-                            "pooling": pooling, "precision": precision, "runtime": runtime})
-    except CnnbenchError as exc:
-        _fail(exc)
+    settings = ctx.extract_settings({
+        "batch_size": batch_size, "workers": workers, "device": device, "layers": list(layers) or None,
+        "views": views, "spatial_levels": spatial_levels, "box_scale": box_scale, "pooling": pooling,
+        "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
+    })
+    _extract(ctx, backbone, dataset, settings, out=out, splits=splits, weights=weights, data_root=data_root,
+             overwrite=overwrite, progress=not no_progress, dataset_opts=P.parse_assignments(dataset_opts, "-D"),
+             backbone_opts=P.parse_assignments(backbone_opts, "-B"))
 
 
 # -- evaluate --------------------------------------------------------------------------------------------
@@ -284,28 +290,25 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
     from .evaluate import evaluate
     from .jsonio import write_json
 
-    try:
-        d_opts, h_opts = P.parse_assignments(dataset_opts), P.parse_assignments(head_opts)
-        ds = ctx.dataset(dataset, data_root, d_opts)
-        feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset)
-        missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
-        if missing and extract_missing:
-            click.echo(f"features missing for {missing}; extracting first")
-            _extract(ctx, backbone, dataset, out=feat_dir, splits=missing, weights=weights, data_root=data_root,
-                     dataset_opts=d_opts)
-        out_root = Path(out_dir or ctx.params["metrics_dir"])
-        for head_name in heads or ctx.params["heads"]:
-            head = ctx.head(head_name, h_opts)
-            if ds.task not in head.tasks:
-                click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
-                continue
-            record = evaluate(feat_dir, ds, head, head_name, layer)
-            record["backbone"] = backbone
-            path = write_json(out_root / backbone / dataset / f"{head_name}.json", record)
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-            click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {path}")
-    except CnnbenchError as exc:
-        _fail(exc)
+    d_opts, h_opts = P.parse_assignments(dataset_opts, "-D"), P.parse_assignments(head_opts, "-H")
+    ds = ctx.dataset(dataset, data_root, d_opts)
+    built = [(name, ctx.head(name, h_opts)) for name in heads or ctx.params["heads"]]  # bad options: fail now
+    feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset)
+    missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
+    if missing and extract_missing:
+        click.echo(f"features missing for {missing}; extracting first")
+        _extract(ctx, backbone, dataset, ctx.extract_settings(), out=feat_dir, splits=missing, weights=weights,
+                 data_root=data_root, dataset_opts=d_opts)
+    out_root = Path(out_dir or ctx.params["metrics_dir"])
+    for head_name, head in built:
+        if ds.task not in head.tasks:
+            click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
+            continue
+        record = evaluate(feat_dir, ds, head, head_name, layer)
+        record["backbone"] = backbone
+        path = write_json(out_root / backbone / dataset / f"{head_name}.json", record)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {path}")
 
 
 # -- compare ---------------------------------------------------------------------------------------------
@@ -336,12 +339,9 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
     records = load_records(metrics_dir)
     if not records:
-        _fail(CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first"))
-    try:
-        table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
-                            baseline=None if baseline.lower() == "none" else baseline)
-    except CnnbenchError as exc:
-        _fail(exc)
+        raise CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first")
+    table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
+                        baseline=None if baseline.lower() == "none" else baseline)
     reports = Path(ctx.params["reports_dir"])
     markdown = markdown or reports / "compare.md"
     csv_path = csv_path or reports / "compare.csv"
@@ -353,8 +353,4 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
 
 
 def run() -> None:  # console-script entry point
-    try:
-        main(standalone_mode=True)
-    except KeyboardInterrupt:
-        click.echo("interrupted; completed files are kept and partial extractions resume on the next run", err=True)
-        sys.exit(130)
+    main(standalone_mode=True)

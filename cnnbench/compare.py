@@ -80,7 +80,7 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     for path in sorted(Path(metrics_dir).rglob("*.json")):
         try:
             rec = json.loads(path.read_text())
-            if {"backbone", "dataset", "head", "metrics"} <= rec.keys():
+            if isinstance(rec, dict) and {"backbone", "dataset", "head", "metrics"} <= rec.keys():
                 rec["_path"] = str(path)
                 records.append(rec)
         except (OSError, json.JSONDecodeError) as exc:

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from . import __version__
-from .backbone import Backbone
-from .dataset import Dataset, Item
 from . import runtime as runtimes
-from .images import VIEW_MODES, load_views, view_names
-from .store import StoreWriter, open_info
+from .backbone import POOLINGS, Backbone
+from .dataset import Dataset, Item
+from .errors import StoreError, UserError
+from .images import MAX_PIXELS, VIEW_MODES, load_views, view_names
+from .settings import PRECISIONS, check_precision, resolve_device
+from .store import StoreWriter, open_info, verify
 
 log = logging.getLogger("cnnbench.extract")
 
@@ -51,24 +53,31 @@ def default_workers() -> int:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """Which views of each image go through the model (see :mod:`cnnbench.images`)."""
+    """Which views of each image go through the model, and how images are decoded (see
+    :mod:`cnnbench.images`)."""
 
     mode: str = "none"  # none | jitter16 | spatial
     angles: tuple[float, ...] = (-5.0, 5.0)  # jitter16 rotations, degrees
     levels: int = 4  # spatial: levels 1..levels, sum of l² patches
     box_scale: float = 1.0  # boxes enlarged by this factor
     fast_decode: bool = True  # JPEG draft mode for big photos (see cnnbench.images.load_image)
+    max_pixels: int | None = MAX_PIXELS  # larger images are skipped undecoded (image bombs)
+    exif_orientation: bool = True  # turn photos the way their EXIF tag says (as a person sees them)
 
     def __post_init__(self) -> None:
         if self.mode not in VIEW_MODES:
-            raise ValueError(f"views must be one of {VIEW_MODES}, got {self.mode!r}")
+            raise UserError(f"views must be one of {VIEW_MODES}, got {self.mode!r}")
+        if self.mode == "jitter16" and len(self.angles) != 2:
+            raise UserError(f"rotation_angles: jitter16 needs exactly 2 angles, got {list(self.angles)}")
+        if self.levels < 1:
+            raise UserError(f"spatial_levels must be at least 1, got {self.levels}")
+        if not self.box_scale > 0:
+            raise UserError(f"box_scale must be positive, got {self.box_scale}")
 
     @property
     def names(self) -> list[str]:
@@ -83,7 +92,8 @@ def decode_batch(items: Sequence[Item], backbone: Backbone, views: ViewConfig = 
         try:
             arrays.append(load_views(item.image, backbone.preprocess, item.box, box_scale=views.box_scale,
                                      mode=views.mode, angles=views.angles, levels=views.levels,
-                                     fast_decode=views.fast_decode))
+                                     fast_decode=views.fast_decode, max_pixels=views.max_pixels,
+                                     exif_orientation=views.exif_orientation))
             ok.append(item)
         except Exception as exc:  # noqa: BLE001 - any decoder failure skips this one image only
             skipped.append((item.id, f"{_describe(item)}: {exc}"))
@@ -98,6 +108,8 @@ def _describe(item: Item) -> str:
 
 def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item], layers, pooling,
               views: ViewConfig = ViewConfig()) -> dict:
+    """What the features depend on. The weights enter by the digest of their tensors, not by a path:
+    a weights file replaced at the same path re-extracts, the same weights moved elsewhere do not."""
     ids_hash = hashlib.sha256("\n".join(i.id for i in items).encode()).hexdigest()
     view_sig = {} if views.mode == "none" else {"view_mode": views.mode, "view_names": views.names}
     if views.mode == "jitter16":
@@ -108,8 +120,10 @@ def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[
         view_sig["fast_decode"] = False
     return {
         **view_sig,
+        "max_pixels": views.max_pixels,
+        "exif_orientation": views.exif_orientation,
         "backbone": backbone.name,
-        "weights": backbone.weights,
+        "weights_sha256": backbone.weights_digest(),
         "layers": list(layers),
         "pooling": pooling,
         "preprocess": backbone.preprocess.to_json(),
@@ -120,6 +134,40 @@ def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[
         "ids_sha256": ids_hash,
         "cnnbench_version": __version__,
     }
+
+
+def source_state(item: Item) -> str:
+    """Size and SHA-256 of an image file (content, not mtime, so identical inputs give identical
+    files): recorded for skipped images, so fixing one makes the features stale."""
+    if isinstance(item.image, np.ndarray):
+        return "in-memory"
+    path = Path(os.fspath(item.image))
+    try:
+        from .download import sha256_file
+
+        return f"{path.stat().st_size}:{sha256_file(path)}"
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}"
+
+
+def _up_to_date(out_path: Path, sig_text: str, items: Sequence[Item]) -> int | None:
+    """Number of rows when ``out_path`` is complete, intact, made with ``sig_text`` and none of the
+    images it skipped has changed since; else ``None`` (extract again)."""
+    try:
+        info = open_info(out_path)
+    except StoreError:
+        return None
+    if info.attrs.get("signature") != sig_text:
+        return None
+    recorded = json.loads(info.attrs.get("skipped_sources", "{}") or "{}")
+    if recorded:
+        by_id = {i.id: i for i in items}
+        for sid, state in recorded.items():
+            if sid not in by_id or source_state(by_id[sid]) != state:
+                log.info("%s: skipped image %s changed since; extracting again", out_path, sid)
+                return None
+    verify(out_path)  # a corrupt file is an error to report, not "up to date"
+    return info.n
 
 
 def extract_split(
@@ -142,6 +190,8 @@ def extract_split(
     precision: str = "fp32",
     runtime: str = "auto",
     fast_decode: bool = True,
+    max_pixels: int | None = MAX_PIXELS,
+    exif_orientation: bool = True,
 ) -> ExtractResult:
     """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file).
 
@@ -150,41 +200,62 @@ def extract_split(
     so a batch holds ``batch_size // V`` images, all of whose views go through the model together.
     ``box_scale`` (default: the data set's) enlarges item boxes before cropping. ``runtime`` is
     ``auto`` (fastest exact one), ``eager``, ``compile`` or ``onnx`` (see :mod:`cnnbench.runtime`).
+    ``overwrite`` extracts again and discards a partial file instead of resuming it.
     """
     out_path = Path(out_path)
     layers = list(layers) if layers else [backbone.default_layer]
     for layer in layers:
         backbone.resolve_layer(layer)  # fail before any work on an unknown layer
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if pooling not in POOLINGS:
+        raise UserError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     view_cfg = ViewConfig(views, tuple(float(a) for a in rotation_angles), int(spatial_levels),
-                          float(dataset.box_scale if box_scale is None else box_scale), bool(fast_decode))
+                          float(dataset.box_scale if box_scale is None else box_scale), bool(fast_decode),
+                          max_pixels, bool(exif_orientation))
+    dev = pick_device(device)
+    check_precision(precision, dev)
     n_views = len(view_cfg.names)
-    images_per_batch = max(1, int(batch_size) // n_views) if n_views > 1 else int(batch_size)
+    images_per_batch = max(1, batch_size // n_views) if n_views > 1 else batch_size
     items = list(dataset.items(split))
+    if not items:
+        raise UserError(f"data set {dataset.name!r} split {split!r} has no images "
+                        f"(looked under {dataset.root or 'its bundled data'}); check the data root and the layout")
     sig = signature(backbone, dataset, split, items, layers, pooling, view_cfg)
     if precision != "fp32":
         sig["precision"] = precision
+    sig_text = json.dumps(sig, sort_keys=True, default=str)
 
     if out_path.exists() and not overwrite:
-        try:
-            info = open_info(out_path)
-            if info.attrs.get("signature") == json.dumps(sig, sort_keys=True, default=str):
-                return ExtractResult(out_path, info.n, [], 0.0, cached=True)
-        except Exception:  # noqa: BLE001 - unreadable or stale: extract again
-            pass
+        n = _up_to_date(out_path, sig_text, items)
+        if n is not None:
+            return ExtractResult(out_path, n, [], 0.0, cached=True)
 
-    dev = pick_device(device)
-    if precision == "fp16" and dev.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
+    writer = StoreWriter(out_path, sig, expected_ids=[i.id for i in items], fresh=overwrite)
+    try:
+        if not overwrite and out_path.exists():  # another run may have finished it while we waited
+            n = _up_to_date(out_path, sig_text, items)
+            if n is not None:
+                writer.close()
+                return ExtractResult(out_path, n, [], 0.0, cached=True)
+        return _run(backbone, dataset, split, items, writer, sig, layers, pooling, view_cfg, images_per_batch,
+                    workers or default_workers(), dev, precision, runtime, progress)
+    finally:
+        writer.close()
+
+
+def _run(backbone, dataset, split, items, writer, sig, layers, pooling, view_cfg, images_per_batch, workers, dev,
+         precision, runtime, progress) -> ExtractResult:
+    """Decode ahead, run the model, stream rows into ``writer``, commit."""
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     backbone.to(dev)
-    rt = runtimes.build(backbone, layers, pooling, runtime, dev, autocast_dtype=autocast_dtype)
-    workers = workers or default_workers()
-    writer = StoreWriter(out_path, sig)
+    n_views = len(view_cfg.names)
     start = writer.next_item
     if start:
-        log.warning("resuming %s from item %d of %d", out_path, start, len(items))
+        log.warning("resuming %s from item %d of %d", writer.partial, start, len(items))
+    rt = runtimes.build(backbone, layers, pooling, runtime, dev, autocast_dtype=autocast_dtype)
     skipped_all: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     bar = _progress(len(items), start, f"{backbone.name} {dataset.name}/{split}", progress)
@@ -202,29 +273,37 @@ def extract_split(
 
             for _ in range(workers + 1):
                 submit_next()
-            while pending:
-                s, fut = pending.popleft()
-                batch, ok, skipped = fut.result()
-                submit_next()
-                feats: dict[str, np.ndarray] = {}
-                if len(ok):
-                    x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
-                    if dev.type == "cuda":
-                        x = x.pin_memory()
-                    feats = {k: v.cpu().numpy() for k, v in zip(layers, _forward(rt, x))}
-                    if view_cfg.mode != "none":
-                        feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
-                for sid, why in skipped:
-                    log.warning("skipping unreadable image %s", why)
-                skipped_all.extend(skipped)
-                writer.append(
-                    [i.id for i in ok],
-                    _labels(ok),
-                    feats,
-                    next_item=s + len(ok) + len(skipped),
-                    skipped=skipped,
-                )
-                bar.update(len(ok) + len(skipped))
+            try:
+                while pending:
+                    s, fut = pending.popleft()
+                    batch, ok, skipped = fut.result()
+                    submit_next()
+                    feats: dict[str, np.ndarray] = {}
+                    if len(ok):
+                        x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
+                        if dev.type == "cuda":
+                            x = x.pin_memory()
+                        feats = {k: v.cpu().numpy() for k, v in zip(layers, _forward(rt, x))}
+                        if view_cfg.mode != "none":
+                            feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
+                    for sid, why in skipped:
+                        log.warning("skipping unreadable image %s", why)
+                    skipped_all.extend(skipped)
+                    writer.append([i.id for i in ok], _labels(ok), feats, next_item=s + len(ok) + len(skipped),
+                                  skipped=skipped)
+                    bar.update(len(ok) + len(skipped))
+            except BaseException:
+                for _, fut in pending:  # do not decode what will never be written
+                    fut.cancel()
+                raise
+        n_skipped = writer.n_skipped
+        if n_skipped == len(items):
+            first = skipped_all[0][1] if skipped_all else "see the earlier run's warnings"
+            writer.discard()
+            raise StoreError(f"none of the {len(items)} images of {dataset.name}/{split} could be read (first: "
+                             f"{first}); nothing was written. Check the data root and the images")
+        skipped_ids = writer.skipped_ids()
+        by_id = {i.id: i for i in items}
         attrs = {
             **sig,
             "signature": json.dumps(sig, sort_keys=True, default=str),
@@ -233,22 +312,20 @@ def extract_split(
             "views": view_cfg.names,
             "runtime": rt.name,
             "classes": list(dataset.classes),
-            "n_skipped": writer.n_skipped,
+            "n_skipped": n_skipped,
+            "weights": backbone.weights,
+            "skipped_sources": {sid: source_state(by_id[sid]) for sid in skipped_ids if sid in by_id},
         }
         writer.commit(attrs, dataset.extras(split))
     except KeyboardInterrupt:
-        done = writer.next_item
-        writer.close()
-        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial, done)
-        raise
-    except BaseException:
-        writer.close()
+        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial,
+                    writer.kept)
         raise
     finally:
         bar.close()
         rt.close()
     seconds = time.perf_counter() - t0
-    return ExtractResult(out_path, len(items) - len(skipped_all) - start, skipped_all, seconds, resumed_from=start)
+    return ExtractResult(writer.path, len(items) - len(skipped_all) - start, skipped_all, seconds, resumed_from=start)
 
 
 def _forward(rt, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,8 @@
-"""params.yaml: every knob of a run in one file (DVC tracks it); the CLI's flags override it."""
+"""params.yaml: every knob of a run in one file (DVC tracks it); the CLI's flags override it.
+
+The file is checked as it is read: an unknown key (a typo silently ignored is a wrong result
+waiting to happen) or a value of the wrong type is one line naming the key.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from .errors import CnnbenchError
+from . import options as O
+from .errors import CnnbenchError, UserError
 
 DEFAULTS: dict[str, Any] = {
     "data_root": "data",
@@ -18,37 +23,71 @@ DEFAULTS: dict[str, Any] = {
     "backbones": ["effnet-lite0"],
     "datasets": ["digits"],
     "heads": ["svm", "l2"],
-    "extract": {"batch_size": 64, "workers": 0, "device": "auto", "pooling": "avg", "layers": [],
-                "views": "none", "rotation_angles": [-5.0, 5.0], "spatial_levels": {"default": 4, "queries": 3},
-                "box_scale": None, "precision": "fp32", "runtime": "auto",
-                "fast_decode": True},
+    "extract": {},  # defaults: cnnbench.settings.ExtractSettings
     "backbone_options": {},
     "dataset_options": {},
     "head_options": {},
     "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False},
 }
+_FOLDERS = ("data_root", "features_dir", "metrics_dir", "reports_dir")
+_NAME_LISTS = ("backbones", "datasets", "heads")
+_OPTION_SECTIONS = ("backbone_options", "dataset_options", "head_options")
 
 
-def load(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Defaults, overlaid with the file if it exists (a missing default file is fine)."""
+def load(path: str | os.PathLike | None, *, required: bool = False) -> dict[str, Any]:
+    """Defaults, overlaid with the file if it exists; ``required``: the user named the file, so a
+    missing one is a mistake (the default ``params.yaml`` may be absent)."""
     params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     if path is None:
         return params
     path = Path(path)
     if not path.exists():
+        if required:
+            raise UserError(f"--params {path}: no such file; give the path of a params.yaml (or leave --params out)")
         return params
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise CnnbenchError(f"{path} is not valid YAML: {exc}") from exc
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise CnnbenchError(f"{path} must hold a mapping of parameters, not {type(data).__name__}")
+        raise UserError(f"{path} must hold a mapping of parameters, not {type(data).__name__}")
+    O.unknown_keys(f"{path}", data, list(DEFAULTS))
     for key, value in data.items():
         if isinstance(params.get(key), dict) and isinstance(value, dict):
             params[key] = {**params[key], **value}
         else:
             params[key] = value
+    check(params, str(path))
     return params
+
+
+def check(params: dict[str, Any], source: str = "params") -> None:
+    """Types of every top-level key (the extract section is checked by ExtractSettings)."""
+    for key in _FOLDERS:
+        value = params[key]
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise UserError(f"{source}: {key}: {value!r} is not allowed; expected a folder path")
+    for key in _NAME_LISTS:
+        value = params[key]
+        if not isinstance(value, list):
+            raise UserError(f"{source}: {key}: {value!r} is not allowed; expected a list of names, e.g. [{value}]")
+        O.str_list(f"{source}: {key}", value)
+    for key in _OPTION_SECTIONS:
+        section = O.mapping(f"{source}: {key}", params[key])
+        for name, opts in section.items():
+            if opts is not None and not isinstance(opts, dict):
+                raise UserError(f"{source}: {key}.{name}: {opts!r} is not allowed; expected a mapping of options")
+        params[key] = section
+    compare = O.mapping(f"{source}: compare", params["compare"])
+    O.unknown_keys(f"{source}: compare", compare, list(DEFAULTS["compare"]))
+    if not isinstance(compare.get("baseline", ""), str):
+        raise UserError(f"{source}: compare.baseline: {compare['baseline']!r} is not allowed; expected a row name or 'none'")
+    O.as_bool(f"{source}: compare.all_metrics", compare.get("all_metrics", False))
+    from .settings import ExtractSettings
+
+    ExtractSettings.from_mapping(params["extract"])
 
 
 def data_root(params: dict[str, Any], flag: str | None = None) -> Path:
@@ -63,12 +102,15 @@ def options_for(params: dict[str, Any], section: str, name: str) -> dict[str, An
     return dict(opts)
 
 
-def parse_assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
+def parse_assignments(pairs: tuple[str, ...], flag: str = "-D") -> dict[str, Any]:
     """``key=value`` pairs from the command line; values are read as YAML (``seeds=[0,1]``)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CnnbenchError(f"option {pair!r} must look like key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise UserError(f"{flag} {pair!r}: expected key=value, e.g. {flag} seed=0")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"{flag} {pair!r}: the value is not valid YAML; quote it, e.g. {key}='\"...\"'") from None
     return out

@@ -121,20 +121,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNNBENCH_CACHE", Path.home() / ".cache" / "cnnbench"))
 
 
-def _weights_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def onnx_path(backbone: Backbone, layers: Sequence[str], pooling: str) -> Path:
     import onnxruntime
 
     key = {
         "backbone": backbone.name,
-        "weights": _weights_digest(backbone.model),
+        "weights": backbone.weights_digest(),
         "layers": list(layers),
         "pooling": pooling,
         "preprocess": backbone.preprocess.to_json(),
