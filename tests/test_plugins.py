@@ -10,7 +10,7 @@ import pytest
 from cnnbench import hookimpl, plugins
 from cnnbench.errors import UnknownPluginError
 
-from conftest import run_cli
+from conftest import run_cli, tiny_backbone
 
 
 def test_first_party_plugins_come_through_the_entry_point_group():
@@ -30,13 +30,19 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_prefix_families_resolve_the_rest_of_the_name():
+    built = []
+
+    def build(rest, **kw):
+        built.append((rest, kw))
+        return tiny_backbone()
+
     class Family:
         @hookimpl
         def register_backbones(self, register):
-            register("fam:", lambda rest, **kw: ("built", rest, kw), prefix=True)
+            register("fam:", build, prefix=True)
 
     plugins.register_plugin(Family(), name="family")
-    assert plugins.create("backbone", "fam:x/y", k=1) == ("built", "x/y", {"k": 1})
+    assert plugins.create("backbone", "fam:x/y", k=1).name == "tiny" and built == [("x/y", {"k": 1})]
     assert "fam:<name>" in plugins.names("backbone")
     with pytest.raises(UnknownPluginError):
         plugins.create("backbone", "fam:")
@@ -57,10 +63,12 @@ def test_a_hook_that_raises_is_reported_and_the_rest_still_work():
     plugins.register_plugin(Broken(), name="broken")
     plugins.register_plugin(Duplicate(), name="dup")
     assert "svm" in plugins.names("head") and "l2" in plugins.names("head")
-    assert plugins.lookup("head", "svm")[0].plugin == "svm"  # the first registration wins
+    assert "fine-before-crash" in plugins.names("head")
+    assert plugins.lookup("head", "svm")[0].plugin == "svm"  # a built-in name stays built-in
     fails = {f.plugin: f for f in plugins.failures()}
     assert "boom in register_heads" in fails["broken"].error and fails["broken"].stage == "register_heads"
-    assert "already registered by plugin 'svm'" in fails["dup"].error
+    assert "belongs to the built-in plugin 'svm' (distribution cnnbench" in fails["dup"].error
+    assert "plugin 'dup' (in-process)" in fails["dup"].error
 
 
 def _fake_distribution(site, name, module_source, ep_name):
