@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -17,10 +15,6 @@ from .errors import CnnbenchError, UserError
 from .images import VIEW_MODES
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
-
-
-def _create(kind: str, name: str, **options: Any):
-    return plugins.create(kind, name, **options)
 
 
 class _Main(click.Group):
@@ -73,17 +67,17 @@ class Ctx:
         opts.update(extra or {})
         if weights:
             opts["weights"] = weights
-        return _create("backbone", name, **opts)
+        return plugins.create("backbone", name, **opts)
 
     def dataset(self, name: str, data_root: str | None = None, extra: dict | None = None):
         opts = P.options_for(self.params, "dataset_options", name)
         opts.update(extra or {})
-        return _create("dataset", name, data_root=P.data_root(self.params, data_root), **opts)
+        return plugins.create("dataset", name, data_root=P.data_root(self.params, data_root), **opts)
 
     def head(self, name: str, extra: dict | None = None):
         opts = P.options_for(self.params, "head_options", name)
         opts.update(extra or {})
-        return _create("head", name, **opts)
+        return plugins.create("head", name, **opts)
 
     def features_dir(self, backbone: str, dataset: str) -> Path:
         return Path(self.params["features_dir"]) / backbone / dataset
@@ -144,17 +138,23 @@ def datasets_cmd(click_ctx: click.Context, data_root: str | None) -> None:
 @click.option("--data-root", help="Folder to put the data set in (default: $CNNBENCH_DATA, params data_root).")
 @click.option("--keep-archives", is_flag=True, help="Keep the downloaded archives beside the data.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--max-unpacked-size", help="Largest total an archive may unpack to, e.g. 500G (default: 100x the "
+              "archive's size, at least 1 GiB, at most 512 GiB).")
+@click.option("--max-entries", type=int, help="Most entries an archive may hold (default 2,000,000).")
 @click.pass_context
 def datasets_download_cmd(click_ctx: click.Context, name: str, data_root: str | None, keep_archives: bool,
-                          no_progress: bool) -> None:
+                          no_progress: bool, max_unpacked_size: str | None, max_entries: int | None) -> None:
     """Download NAME's official files, verify them and unpack them into the data root."""
     from .download import download_dataset
+    from .options import as_int, as_size
 
     ctx = click_ctx.find_object(Ctx)
     data_root = data_root or click_ctx.parent.params.get("data_root")
+    max_bytes = None if max_unpacked_size is None else as_size("--max-unpacked-size", max_unpacked_size)
+    max_entries = None if max_entries is None else as_int("--max-entries", max_entries, min=1)
     ds = ctx.dataset(name, data_root)
     root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
-                            warn=lambda msg: click.echo(msg, err=True))
+                            warn=lambda msg: click.echo(msg, err=True), max_bytes=max_bytes, max_entries=max_entries)
     ds.check()
     click.echo(f"{name}: ready in {root}")
 

@@ -62,6 +62,22 @@ def as_bool(name: str, value: Any) -> bool:
     raise _bad(name, value, "true or false")
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def as_size(name: str, value: Any) -> int:
+    """A byte count: ``1048576``, ``500M``, ``20G``, ``1.5T`` (binary units; a trailing ``B``/``iB`` is fine)."""
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+    try:
+        number = float(text[: len(text) - len(unit)] if unit else text)
+    except ValueError:
+        raise _bad(name, value, "a size such as 500M, 20G or 1T") from None
+    if not math.isfinite(number) or number <= 0:
+        raise _bad(name, value, "a positive size such as 500M, 20G or 1T")
+    return int(number * _UNITS[unit])
+
+
 def one_of(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     allowed = list(allowed)
     if value not in allowed:

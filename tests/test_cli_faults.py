@@ -7,7 +7,6 @@ real processes for what only a process shows (exit codes of signals, output at s
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,15 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 
 from cnnbench import hookimpl, plugins
-from cnnbench.backbone import Backbone
 from cnnbench.cli import main
 
-from conftest import TinyNet, tiny_backbone, write_image
+from conftest import tiny_backbone, write_image
 
 
 class _TestPlugins:
