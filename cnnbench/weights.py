@@ -8,47 +8,160 @@ where to put it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
 from .errors import WeightsNotFoundError
 
 
+_SAVE_HINT = (
+    "save a plain state dict of tensors: torch.save(model.state_dict(), path) or "
+    "safetensors.torch.save_file(model.state_dict(), path)"
+)
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters: error messages stay one line."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's messages carry terminal colours
+    text = next((line.strip() for line in plain.splitlines() if line.strip()), "")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length, then a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ValueError: all "unreadable"
+        raise WeightsNotFoundError(
+            f"{path} is not a readable .safetensors file ({_first_line(exc)}); it may be truncated or "
+            "not safetensors at all: fetch it again, or save it again with "
+            "safetensors.torch.save_file(model.state_dict(), path)"
+        ) from exc
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict:
-    """A state dict from ``.safetensors`` or a torch file (weights only); unwraps common containers."""
+    """A state dict (``{name: tensor}``) from ``.safetensors`` or a torch file (weights only); unwraps
+    common containers (``{"state_dict": ...}``) and a ``module.`` prefix.
+
+    Anything else (a missing or empty file, a directory, garbage, a truncated file, a pickle that
+    needs more than ``weights_only=True``, a tensor or list instead of a dict, a dict of non-tensors)
+    raises :class:`WeightsNotFoundError` with one line naming the file and what to do.
+    """
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise WeightsNotFoundError(f"weights file {path} is a directory; pass the weights file inside it")
     if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
+        raise WeightsNotFoundError(f"weights file {path} does not exist; check the path given as weights")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise WeightsNotFoundError(f"weights file {path} cannot be read ({_first_line(exc)})") from exc
+    if size == 0:
+        raise WeightsNotFoundError(f"weights file {path} is empty (0 bytes): fetch or save it again")
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):  # also under another suffix
+        sd = _load_safetensors(path)
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
+            if "weights only load failed" in str(exc).lower():
+                why = "it holds pickled Python objects besides tensors, which weights_only=True refuses"
+            else:
+                why = f"unreadable, truncated or not a torch file: {_first_line(exc)}"
             raise WeightsNotFoundError(
-                f"{path} is not a weights-only torch file ({type(exc).__name__}: {exc}); cnnbench loads "
-                "weights with weights_only=True for safety: save a plain state_dict (torch.save(model.state_dict(), path))"
+                f"{path} is not a weights-only torch file ({why}); cnnbench loads weights with "
+                f"weights_only=True for safety: fetch it again, or {_SAVE_HINT}"
             ) from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     if not isinstance(sd, dict):
-        raise WeightsNotFoundError(f"{path} does not hold a state dict (found {type(sd).__name__})")
+        raise WeightsNotFoundError(
+            f"{path} does not hold a state dict (found a {type(sd).__name__}, not a dict of tensors): {_SAVE_HINT}"
+        )
+    if not sd:
+        raise WeightsNotFoundError(f"{path} holds an empty dict, no tensors: {_SAVE_HINT}")
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise WeightsNotFoundError(
+                f"{path} is not a state dict: key {k!r} is a {type(k).__name__}, not a parameter name: {_SAVE_HINT}"
+            )
+        if not isinstance(v, torch.Tensor):
+            raise WeightsNotFoundError(
+                f"{path} is not a state dict: entry {k!r} is a {type(v).__name__}, not a tensor: {_SAVE_HINT}"
+            )
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
 
 
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+def state_dict_mismatch(source: dict, target: dict, *, strict: bool = True, names: dict | None = None) -> str | None:
+    """Why ``source`` does not fit ``target`` (both ``{key: tensor}``), in one line, or ``None`` if it fits.
+
+    Names the first missing key, the first unexpected key and the first shape mismatch, each with
+    shapes and a count. With ``strict=False`` only shape mismatches count. ``num_batches_tracked``
+    buffers missing from ``source`` are not counted (``load_state_dict`` fills them). ``names`` maps a
+    key to the name it has (or would have) in the file, when the caller renamed keys; keys are then
+    shown as ``file name (as model key)``.
+    """
+    names = names or {}
+
+    def shown(key: str) -> str:
+        return f"{names[key]} (as {key})" if key in names and names[key] != key else key
+
+    parts = []
+    if strict:
+        missing = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in source if k not in target]
+        if missing:
+            k = missing[0]
+            parts.append(f"{len(missing)} missing key(s), first {shown(k)} {_shape(target[k])}")
+        if unexpected:
+            k = unexpected[0]
+            parts.append(f"{len(unexpected)} unexpected key(s), first {shown(k)} {_shape(source[k])}")
+    bad = [k for k in source if k in target and tuple(source[k].shape) != tuple(target[k].shape)]
+    if bad:
+        k = bad[0]
+        parts.append(
+            f"{len(bad)} shape mismatch(es), first {shown(k)}: file {_shape(source[k])}, model {_shape(target[k])}"
+        )
+    return "; ".join(parts) or None
+
+
 def load_into(model, path: str | os.PathLike, strict: bool = True) -> None:
+    """Load the state dict in ``path`` into ``model``; if it does not fit, one line names the first
+    missing key, unexpected key and shape mismatch."""
     sd = load_state_dict_file(path)
     try:
         model.load_state_dict(sd, strict=strict)
     except RuntimeError as exc:
-        raise WeightsNotFoundError(f"{path} does not fit this model: {str(exc).splitlines()[0]} …") from exc
+        why = state_dict_mismatch(sd, model.state_dict(), strict=strict)
+        if why is None:  # torch saw something else; its first line is only a header
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:300]
+        raise WeightsNotFoundError(
+            f"{path} does not fit this model: {why}; pass the weights file saved from this architecture"
+        ) from exc
 
 
 def fetch_or_explain(fetch: Callable[[], object], *, what: str, url: str, cache_hint: str) -> object:
