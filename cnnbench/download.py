@@ -130,6 +130,9 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, *, progr
                     bar.update(len(block))
     except (OSError, ValueError) as exc:  # URLError is an OSError
         tmp.unlink(missing_ok=True)
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            raise DownloadError(f"no space left on device while downloading {url} into {dest.parent}; free some "
+                                "space and run again") from exc
         raise DownloadError(f"could not download {url}: {exc}. Check the address and your connection, "
                             f"or fetch it by hand into {dest.parent}.") from exc
     digest = h.hexdigest()
@@ -367,6 +370,9 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, max_
     archive, dest = Path(archive), Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become the data set folder's mode when renamed into place
     try:
         budget = _Budget(archive, max_bytes, max_entries)
         hard_links = False

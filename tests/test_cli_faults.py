@@ -111,6 +111,10 @@ CASES = [
     ("key-value-without-equals", None, EVALUATE + ["-H", "C"], "key=value"),
     ("head-option-unknown", None, EVALUATE + ["-H", "Cee=1"], "Cee"),
     ("unknown-split", None, EXTRACT + ["--split", "validation"], "validation"),
+    ("download-size-abc", None, ["datasets", "download", "holidays", "--data-root", "data",
+                                 "--max-unpacked-size", "abc"], "max-unpacked-size"),
+    ("dataset-option-typo", None, ["extract", "-b", "tiny", "-d", "imagefolder", "-D", "path=data/small",
+                                   "-D", "trian_per_class=1"], "did you mean 'train_per_class'"),
 ]
 
 

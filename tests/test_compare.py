@@ -64,11 +64,12 @@ def test_cli_compare_writes_every_report(tmp_path):
     from conftest import run_cli
 
     write_json(tmp_path / "metrics/mynet/oxford5k/l2.json", _record("mynet", "oxford5k", "l2", "mAP", 0.6))
-    proc = run_cli("--params", str(tmp_path / "none.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
+    (tmp_path / "empty.yaml").write_text("{}\n")  # built-in defaults
+    proc = run_cli("--params", str(tmp_path / "empty.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
                    "--markdown", str(tmp_path / "r/c.md"), "--csv", str(tmp_path / "r/c.csv"), "--png",
                    str(tmp_path / "r/c.png"), "--long-csv", str(tmp_path / "r/l.csv"), "--baseline", "CNN-ss")
     assert "(+4.4)" in (tmp_path / "r/c.md").read_text() and (tmp_path / "r/c.png").exists()
     assert "wrote" in proc.stdout
-    bad = run_cli("--params", str(tmp_path / "none.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
+    bad = run_cli("--params", str(tmp_path / "empty.yaml"), "compare", "--metrics", str(tmp_path / "metrics"),
                   "--baseline", "nosuch", check=False)
     assert bad.returncode != 0 and "nosuch" in bad.stderr

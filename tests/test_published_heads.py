@@ -138,15 +138,12 @@ def test_l2_pca_fit_on_an_independent_feature_file(tmp_path):
 
 
 def _write_feature_file(path, feats):
-    import h5py
+    """A feature file as the store writes it (with its checksums), from given rows."""
+    from cnnbench import store
 
-    with h5py.File(path, "w") as f:
-        f["ids"] = np.array([f"p{k}" for k in range(len(feats))], dtype=h5py.string_dtype("utf-8"))
-        f["labels"] = np.full(len(feats), -1)
-        f.create_dataset("features/pre_logits", data=feats)
-        f.attrs.update({"default_layer": "pre_logits", "layers": json.dumps(["pre_logits"]), "complete": True,
-                        "classes": json.dumps([]), "backbone": "x"})
-    return path
+    w = store.StoreWriter(path, {"test": "pca_fit"})
+    w.append([f"p{k}" for k in range(len(feats))], np.full(len(feats), -1), {"pre_logits": feats}, next_item=len(feats))
+    return w.commit({"default_layer": "pre_logits", "layers": ["pre_logits"], "classes": [], "backbone": "x"})
 
 
 def test_l2_retrieval_errors_name_the_problem():

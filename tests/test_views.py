@@ -69,7 +69,7 @@ def test_box_enlargement_is_about_the_centre_and_clipped():
 def test_jittered_extraction_stores_a_view_axis(image_folder, tmp_path):
     from cnnbench import plugins
 
-    ds = plugins.create("dataset", "imagefolder", path=image_folder)
+    ds = plugins.create("dataset", "imagefolder", path=image_folder, train_per_class=2)
     res = extract_split(tiny_backbone(), ds, "all", tmp_path / "j.h5", views="jitter16", batch_size=32,
                         progress=False)
     fs = store.read(res.path)

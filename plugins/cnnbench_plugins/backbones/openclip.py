@@ -12,7 +12,7 @@ from __future__ import annotations
 from cnnbench import hookimpl
 from cnnbench.backbone import Backbone, Preprocess
 from cnnbench.errors import CnnbenchError, WeightsNotFoundError
-from cnnbench.weights import fetch_or_explain, load_state_dict_file
+from cnnbench.weights import fetch_or_explain, load_state_dict_file, state_dict_mismatch
 
 
 @hookimpl
@@ -38,7 +38,8 @@ def build(spec: str, weights: str | None = None, pretrained: bool = True) -> Bac
         try:
             target.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise WeightsNotFoundError(f"{weights} does not fit open-clip {arch}: {str(exc).splitlines()[0]}") from exc
+            why = state_dict_mismatch(sd, target.state_dict()) or str(exc).splitlines()[0]
+            raise WeightsNotFoundError(f"{weights} does not fit open-clip {arch}: {why}") from exc
         source = str(weights)
     elif pretrained:
         if not tag:
