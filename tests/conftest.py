@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -93,3 +95,23 @@ def run_cli(*args: str, cwd: Path | None = None, env_extra: dict | None = None, 
     if check and proc.returncode != 0:
         raise AssertionError(f"cnnbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def write_tar(path: Path, entries: list, mode: str = "w:gz") -> Path:
+    """A tar archive of ``TarInfo`` entries (links) and ``(name, bytes)`` files, in the order given."""
+    with tarfile.open(path, mode) as tar:
+        for e in entries:
+            if isinstance(e, tarfile.TarInfo):
+                tar.addfile(e)
+            else:
+                name, data = e
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def tar_link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -12,26 +11,9 @@ import pytest
 
 from cnnbench.dataset import Dataset
 from cnnbench.download import Download, DownloadError, download_dataset, extract_archive, fetch
-from conftest import run_cli
+from conftest import run_cli, tar_link, write_tar
 
 
-def _tar(path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz") -> Path:
-    with tarfile.open(path, mode) as tar:
-        for e in entries:
-            if isinstance(e, tarfile.TarInfo):
-                tar.addfile(e)
-            else:
-                name, data = e
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info
 
 
 def _sha(path: Path) -> str:
@@ -40,8 +22,8 @@ def _sha(path: Path) -> str:
 
 @pytest.fixture
 def good_tgz(tmp_path) -> Path:
-    return _tar(tmp_path / "good.tgz", [("jpg/a.jpg", b"A"), ("jpg/b.jpg", b"B"), ("gt/q_1_query.txt", b"a 1 2 3 4\n"),
-                                        _link("jpg/alias.jpg", "a.jpg")])
+    return write_tar(tmp_path / "good.tgz", [("jpg/a.jpg", b"A"), ("jpg/b.jpg", b"B"), ("gt/q_1_query.txt", b"a 1 2 3 4\n"),
+                                        tar_link("jpg/alias.jpg", "a.jpg")])
 
 
 def test_fetch_streams_and_verifies_the_pinned_sha256(tmp_path, good_tgz):
@@ -74,8 +56,8 @@ def test_a_good_archive_extracts_with_its_internal_symlink(tmp_path, good_tgz):
 
 def test_a_second_archive_merges_into_the_same_tree(tmp_path):
     # VOC 2007: trainval and test tars both unpack into VOCdevkit/VOC2007/
-    a = _tar(tmp_path / "a.tar", [("VOCdevkit/VOC2007/JPEGImages/000001.jpg", b"1")], "w")
-    b = _tar(tmp_path / "b.tar", [("VOCdevkit/VOC2007/JPEGImages/000002.jpg", b"2")], "w")
+    a = write_tar(tmp_path / "a.tar", [("VOCdevkit/VOC2007/JPEGImages/000001.jpg", b"1")], "w")
+    b = write_tar(tmp_path / "b.tar", [("VOCdevkit/VOC2007/JPEGImages/000002.jpg", b"2")], "w")
     extract_archive(a, tmp_path / "voc")
     extract_archive(b, tmp_path / "voc")
     assert sorted(p.name for p in (tmp_path / "voc/VOCdevkit/VOC2007/JPEGImages").iterdir()) == ["000001.jpg", "000002.jpg"]
@@ -87,15 +69,15 @@ def test_a_second_archive_merges_into_the_same_tree(tmp_path):
         (("../evil.txt", b"x"), "'..' path component"),
         (("jpg/../../evil.txt", b"x"), "'..' path component"),
         (("/etc/evil.txt", b"x"), "absolute path"),
-        (_link("jpg/out", "../../outside"), "symlink"),
-        (_link("jpg/abs", "/etc/passwd"), "symlink"),
-        (_link("jpg/hard", "../outside", tarfile.LNKTYPE), "hard link"),
-        (_link("dev/null", "", tarfile.CHRTYPE), "device file"),
-        (_link("fifo", "", tarfile.FIFOTYPE), "device file or FIFO"),
+        (tar_link("jpg/out", "../../outside"), "symlink"),
+        (tar_link("jpg/abs", "/etc/passwd"), "symlink"),
+        (tar_link("jpg/hard", "../outside", tarfile.LNKTYPE), "hard link"),
+        (tar_link("dev/null", "", tarfile.CHRTYPE), "device file"),
+        (tar_link("fifo", "", tarfile.FIFOTYPE), "device file or FIFO"),
     ],
 )
 def test_unsafe_tar_entries_are_refused_naming_the_entry(tmp_path, entry, reason):
-    archive = _tar(tmp_path / "bad.tgz", [("jpg/fine.jpg", b"ok"), entry])
+    archive = write_tar(tmp_path / "bad.tgz", [("jpg/fine.jpg", b"ok"), entry])
     name = entry[0] if isinstance(entry, tuple) else entry.name
     with pytest.raises(DownloadError) as err:
         extract_archive(archive, tmp_path / "data" / "set")
@@ -107,7 +89,7 @@ def test_unsafe_tar_entries_are_refused_naming_the_entry(tmp_path, entry, reason
 
 def test_a_chain_of_links_cannot_lead_out(tmp_path):
     # each link looks harmless on its own: d/up -> .. is the archive root, d/up/out -> .. would be outside
-    archive = _tar(tmp_path / "chain.tgz", [("d/x", b"x"), _link("d/up", ".."), _link("d/up/out", ".."),
+    archive = write_tar(tmp_path / "chain.tgz", [("d/x", b"x"), tar_link("d/up", ".."), tar_link("d/up/out", ".."),
                                             ("d/up/out/evil.txt", b"x")])
     with pytest.raises(DownloadError, match=r"refused entry 'd/up/out'.*under the link 'd/up'"):
         extract_archive(archive, tmp_path / "data" / "set")

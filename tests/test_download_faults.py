@@ -18,24 +18,8 @@ from cnnbench import download
 from cnnbench.dataset import Dataset
 from cnnbench.download import Download, DownloadError, download_dataset, extract_archive
 
+from conftest import tar_link, write_tar
 
-def _tar(path: Path, entries: list, mode: str = "w:gz") -> Path:
-    with tarfile.open(path, mode) as tar:
-        for e in entries:
-            if isinstance(e, tarfile.TarInfo):
-                tar.addfile(e)
-            else:
-                name, data = e
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info
 
 
 def _files_outside(top: Path, inside: Path, *, besides: tuple[Path, ...] = ()) -> list[str]:
@@ -58,8 +42,8 @@ def chain(tmp_path) -> tuple[Path, Path]:
     ``s -> ../..`` exists, ``t`` is three levels above the target, and the second archive writes there."""
     src = tmp_path / "src"
     src.mkdir()
-    one = _tar(src / "one.tgz", [_link("d1/d2/t", "s/../../.."), _link("d1/d2/s", "../..")])
-    two = _tar(src / "two.tgz", [("d1/d2/t/evil.txt", b"evil")])
+    one = write_tar(src / "one.tgz", [tar_link("d1/d2/t", "s/../../.."), tar_link("d1/d2/s", "../..")])
+    two = write_tar(src / "two.tgz", [("d1/d2/t/evil.txt", b"evil")])
     return one, two
 
 
@@ -102,9 +86,9 @@ def test_download_dataset_cannot_be_led_out_by_a_symlink_chain_over_two_archives
 
 
 def test_a_symlink_may_go_up_only_at_the_start_of_its_target(tmp_path):
-    ok = _tar(tmp_path / "ok.tgz", [("jpg/a.jpg", b"A"), _link("lists/a.jpg", "../jpg/a.jpg")])
+    ok = write_tar(tmp_path / "ok.tgz", [("jpg/a.jpg", b"A"), tar_link("lists/a.jpg", "../jpg/a.jpg")])
     assert (extract_archive(ok, tmp_path / "ok") / "lists" / "a.jpg").read_bytes() == b"A"
-    bad = _tar(tmp_path / "bad.tgz", [("jpg/a.jpg", b"A"), _link("lists/a.jpg", "../jpg/../jpg/a.jpg")])
+    bad = write_tar(tmp_path / "bad.tgz", [("jpg/a.jpg", b"A"), tar_link("lists/a.jpg", "../jpg/../jpg/a.jpg")])
     with pytest.raises(DownloadError, match=r"bad\.tgz.*'lists/a\.jpg'.*goes up"):
         extract_archive(bad, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
@@ -140,14 +124,14 @@ def test_a_file_hard_linked_to_one_outside_the_archive_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("entries, target", [
-    ([_link("s", "jpg"), ("jpg/a.jpg", b"A"), _link("h", "s", tarfile.LNKTYPE)], "'s'"),  # to a symlink
-    ([_link("h", "later.jpg", tarfile.LNKTYPE), ("later.jpg", b"L")], "'later.jpg'"),  # not stored earlier
+    ([tar_link("s", "jpg"), ("jpg/a.jpg", b"A"), tar_link("h", "s", tarfile.LNKTYPE)], "'s'"),  # to a symlink
+    ([tar_link("h", "later.jpg", tarfile.LNKTYPE), ("later.jpg", b"L")], "'later.jpg'"),  # not stored earlier
 ])
 def test_a_hard_link_must_name_a_file_stored_earlier_in_the_archive(tmp_path, entries, target):
-    archive = _tar(tmp_path / "hard.tgz", entries)
+    archive = write_tar(tmp_path / "hard.tgz", entries)
     with pytest.raises(DownloadError, match=rf"refused entry 'h': hard link to {target}, which is not a regular file"):
         extract_archive(archive, tmp_path / "set")
-    good = _tar(tmp_path / "good.tgz", [("jpg/a.jpg", b"A"), _link("jpg/b.jpg", "jpg/a.jpg", tarfile.LNKTYPE)])
+    good = write_tar(tmp_path / "good.tgz", [("jpg/a.jpg", b"A"), tar_link("jpg/b.jpg", "jpg/a.jpg", tarfile.LNKTYPE)])
     assert (extract_archive(good, tmp_path / "good") / "jpg" / "b.jpg").read_bytes() == b"A"
 
 
@@ -159,13 +143,13 @@ def test_merging_never_writes_through_a_symlink_already_in_the_target(tmp_path):
     dest.mkdir()
     (dest / "jpg").symlink_to(outside)
     (dest / "labels.txt").symlink_to(outside / "keep.txt")
-    archive = _tar(tmp_path / "a.tgz", [("gt/q.txt", b"q"), ("jpg/a.jpg", b"A")])
+    archive = write_tar(tmp_path / "a.tgz", [("gt/q.txt", b"q"), ("jpg/a.jpg", b"A")])
     with pytest.raises(DownloadError, match=r"a\.tgz into .*jpg: it is a symbolic link .* replace the link"):
         extract_archive(archive, dest)
     assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
     assert not (dest / "gt").exists(), "refused before anything was moved"
     # a file where the target has a link replaces the link itself, not the file it points to
-    extract_archive(_tar(tmp_path / "b.tgz", [("labels.txt", b"new")]), dest)
+    extract_archive(write_tar(tmp_path / "b.tgz", [("labels.txt", b"new")]), dest)
     assert not (dest / "labels.txt").is_symlink() and (dest / "labels.txt").read_bytes() == b"new"
     assert (outside / "keep.txt").read_bytes() == b"keep"
 
@@ -173,7 +157,7 @@ def test_merging_never_writes_through_a_symlink_already_in_the_target(tmp_path):
 def test_the_target_folder_itself_may_be_a_link_to_another_disk(tmp_path):
     (tmp_path / "big").mkdir()
     (tmp_path / "set").symlink_to(tmp_path / "big")
-    extract_archive(_tar(tmp_path / "a.tgz", [("jpg/a.jpg", b"A")]), tmp_path / "set")
+    extract_archive(write_tar(tmp_path / "a.tgz", [("jpg/a.jpg", b"A")]), tmp_path / "set")
     assert (tmp_path / "big" / "jpg" / "a.jpg").read_bytes() == b"A"
 
 
@@ -181,7 +165,7 @@ def test_the_target_folder_itself_may_be_a_link_to_another_disk(tmp_path):
 
 
 def _zeros_tgz(path: Path, size: int = 3 << 20) -> Path:
-    return _tar(path, [("zeros.bin", bytes(size))])
+    return write_tar(path, [("zeros.bin", bytes(size))])
 
 
 def _no_leftovers(parent: Path, dest: Path) -> None:
@@ -204,7 +188,7 @@ def test_an_archive_over_max_bytes_is_refused_before_anything_is_written(tmp_pat
 def test_an_archive_over_max_entries_is_refused(tmp_path, kind):
     names = [f"jpg/{i}.jpg" for i in range(5)]
     if kind == "tar":
-        archive = _tar(tmp_path / "many.tar", [(n, b"x") for n in names], "w")
+        archive = write_tar(tmp_path / "many.tar", [(n, b"x") for n in names], "w")
     else:
         archive = tmp_path / "many.zip"
         with zipfile.ZipFile(archive, "w") as zf:
@@ -254,7 +238,7 @@ def test_a_zip_whose_directory_understates_a_size_is_refused_as_corrupt(tmp_path
 
 
 def test_download_dataset_passes_its_limits_to_every_archive(tmp_path):
-    archive = _tar(tmp_path / "many.tgz", [(f"jpg/{i}.jpg", b"x") for i in range(3)])
+    archive = write_tar(tmp_path / "many.tgz", [(f"jpg/{i}.jpg", b"x") for i in range(3)])
 
     class Many(Dataset):
         name = "many-download"
@@ -273,7 +257,7 @@ def test_download_dataset_passes_its_limits_to_every_archive(tmp_path):
 
 
 def _truncated_tgz(tmp_path: Path) -> Path:
-    data = _tar(tmp_path / "full.tgz", [("jpg/a.jpg", os.urandom(64 << 10))]).read_bytes()
+    data = write_tar(tmp_path / "full.tgz", [("jpg/a.jpg", os.urandom(64 << 10))]).read_bytes()
     (tmp_path / "t.tgz").write_bytes(data[: len(data) // 2])
     return tmp_path / "t.tgz"
 
@@ -287,7 +271,7 @@ def _truncated_zip(tmp_path: Path) -> Path:
 
 
 def _bad_gzip_crc(tmp_path: Path) -> Path:
-    data = bytearray(gzip.compress(_tar(tmp_path / "full.tar", [("jpg/a.jpg", b"A" * 4096)], "w").read_bytes()))
+    data = bytearray(gzip.compress(write_tar(tmp_path / "full.tar", [("jpg/a.jpg", b"A" * 4096)], "w").read_bytes()))
     data[-8] ^= 0xFF  # the CRC-32 in the gzip trailer
     (tmp_path / "crc.tgz").write_bytes(bytes(data))
     return tmp_path / "crc.tgz"
@@ -313,7 +297,7 @@ def test_a_truncated_or_corrupt_archive_is_one_clear_error_and_leaves_nothing(tm
 
 
 def test_no_space_left_while_unpacking_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    archive = _tar(tmp_path / "a.tgz", [("jpg/a.jpg", b"A"), ("jpg/b.jpg", b"B")])
+    archive = write_tar(tmp_path / "a.tgz", [("jpg/a.jpg", b"A"), ("jpg/b.jpg", b"B")])
 
     def full_disk(self, path, members=None, **kwargs):
         (Path(path) / "jpg").mkdir()

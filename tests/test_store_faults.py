@@ -30,6 +30,26 @@ def _digits():
     return plugins.create("dataset", "digits")
 
 
+def _reference(tmp_path):
+    """digits/test through the tiny backbone, uninterrupted: what every resumed run must equal."""
+    ds, bb = _digits(), tiny_backbone()
+    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", batch_size=64, progress=False, runtime="eager").path
+    return ds, bb, ref
+
+
+def _partial_run(ds, bb, target, ref, n):
+    """The writer of a genuine run (same signature) holding the reference's first ``n`` rows."""
+    from cnnbench import extract as engine
+
+    items = ds.items("test")
+    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
+    w = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
+    if n:
+        full = store.read(ref)
+        w.append(list(full.ids[:n]), full.labels[:n], {"act": full.features[:n]}, next_item=n)
+    return w
+
+
 # -- a full disk -----------------------------------------------------------------------------------------
 
 
@@ -132,17 +152,9 @@ def test_a_write_error_without_a_mountable_disk_is_simulated(tmp_path, monkeypat
 
 def test_bytes_written_but_never_recorded_are_cut_before_resuming(tmp_path):
     """The aftermath of a failed or killed write: columns longer than the recorded progress."""
-    ds, bb = _digits(), tiny_backbone()
-    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", batch_size=64, progress=False, runtime="eager").path
+    ds, bb, ref = _reference(tmp_path)
     target = tmp_path / "t.h5"
-    items = ds.items("test")
-    from cnnbench import extract as engine
-
-    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
-    w = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
-    full = store.read(ref)
-    w.append(list(full.ids[:128]), full.labels[:128], {"act": full.features[:128]}, next_item=128)
-    w.close()
+    _partial_run(ds, bb, target, ref, 128).close()
     for column in store.partial_path(target).glob("*.bin"):  # 96 rows' worth of zeros, never recorded
         with open(column, "ab") as fh:
             fh.write(b"\0" * 96 * 64)
@@ -152,12 +164,8 @@ def test_bytes_written_but_never_recorded_are_cut_before_resuming(tmp_path):
 
 def test_a_partial_file_whose_ids_are_not_the_data_sets_is_discarded(tmp_path):
     ds, bb = _digits(), tiny_backbone()
-    items = ds.items("test")
-    from cnnbench import extract as engine
-
-    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
     target = tmp_path / "t.h5"
-    w = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
+    w = _partial_run(ds, bb, target, None, 0)
     w.append(["wrong-1", "wrong-2"], [0, 1], {"act": np.zeros((2, 8), np.float32)}, next_item=2)
     w.close()
     res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
@@ -242,16 +250,9 @@ def test_evaluate_on_a_damaged_file_is_one_line(finished, tmp_path):
 
 
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_one_finishes(tmp_path):
-    ds, bb = _digits(), tiny_backbone()
-    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", batch_size=64, progress=False, runtime="eager").path
+    ds, bb, ref = _reference(tmp_path)
     target = tmp_path / "t.h5"
-    from cnnbench import extract as engine
-
-    items = ds.items("test")
-    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
-    first = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
-    full = store.read(ref)
-    first.append(list(full.ids[:64]), full.labels[:64], {"act": full.features[:64]}, next_item=64)
+    first = _partial_run(ds, bb, target, ref, 64)
     with pytest.raises(StoreError, match="another cnnbench run .*pid"):
         extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
     with pytest.raises(StoreError, match="another cnnbench run"):
@@ -280,15 +281,9 @@ def test_another_process_on_the_same_output_is_refused_in_one_line(tmp_path, hdf
 
 
 def test_overwrite_discards_a_partial_file_and_a_leftover_commit_file_is_removed(tmp_path):
-    ds, bb = _digits(), tiny_backbone()
+    ds, bb, ref = _reference(tmp_path)
     target = tmp_path / "t.h5"
-    from cnnbench import extract as engine
-
-    items = ds.items("test")
-    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
-    w = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
-    w.append([items[0].id], [items[0].label], {"act": np.zeros((1, 8), np.float32)}, next_item=1)
-    w.close()
+    _partial_run(ds, bb, target, ref, 64).close()
     leftover = tmp_path / "t.h5.tmp-999999"
     leftover.write_bytes(b"half a file from a run killed while committing")
     res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager", overwrite=True)
