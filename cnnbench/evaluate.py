@@ -30,6 +30,7 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
         np.concatenate([p.ids for p in parts]),
         parts[0].classes,
         {k: v for p in parts for k, v in p.extras.items()},
+        parts[0].views,
     )
 
 

@@ -16,12 +16,15 @@ class FeatureSet:
     ids: np.ndarray  # (N,) str
     classes: list[str]
     extras: dict = field(default_factory=dict)  # per-split structures (e.g. retrieval ground truth)
+    views: list[str] | None = None  # names along the view axis, as extracted: "image", "crop_tl", …
+    # (jitter16) or "l1_r0_c0", "l2_r0_c0", … (spatial: level l, row, column); None for (N, D) features
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index: np.ndarray) -> "FeatureSet":
-        return FeatureSet(self.features[index], self.labels[index], self.ids[index], self.classes, self.extras)
+        return FeatureSet(self.features[index], self.labels[index], self.ids[index], self.classes, self.extras,
+                          self.views)
 
 
 class Head:

@@ -461,7 +461,8 @@ def read(path: str | os.PathLike, layer: str | None = None) -> FeatureSet:
             raise ValueError(f"{len(feats)} feature rows and {len(labels)} labels for {info.n} ids")
         ids = np.array([_text(s) for s in f["ids"][()]], dtype=object)
         extras = {k: json.loads(_text(f["extras"][k][()])) for k in f["extras"]} if "extras" in f else {}
-        return FeatureSet(feats, labels, ids, info.classes, extras)
+        views = json.loads(info.attrs["views"]) if feats.ndim == 3 and info.attrs.get("views") else None
+        return FeatureSet(feats, labels, ids, info.classes, extras, views)
 
     return _checked(info.path, load)
 
