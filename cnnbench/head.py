@@ -50,6 +50,14 @@ class Head:
         return self.primary_metric or metric
 
 
+def load_features(path, layer: str | None = None) -> FeatureSet:
+    """Rows of a feature file (checked as they are read), for heads that fit on another file, e.g.
+    PCA-whitening learned on an independent data set. The plugin-facing door to the store."""
+    from . import store
+
+    return store.read(path, layer)
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)
