@@ -27,6 +27,7 @@ import torch
 from cnnbench import plugins, runtime, store
 from cnnbench.dataset import Dataset, Item
 from cnnbench.extract import extract_split
+from cnnbench.settings import ExtractSettings
 from cnnbench.images import load_and_preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def bare_forward(rt, backbone, paths, batch_size):
 
 def engine(backbone, paths, batch_size, runtime_name, out):
     t0 = time.perf_counter()
-    res = extract_split(backbone, Files(paths), "all", out, batch_size=batch_size, runtime=runtime_name,
+    res = extract_split(backbone, Files(paths), "all", out, ExtractSettings(batch_size=batch_size, runtime=runtime_name),
                         progress=False, overwrite=True)
     seconds = time.perf_counter() - t0
     return len(paths) / seconds, store.open_info(res.path).attrs["runtime"]
@@ -100,10 +101,12 @@ def peak_rss_mb(n: int, folder: Path, batch_size: int) -> float:
         f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
         "from extract_throughput import Files;"
         "from cnnbench import plugins; from cnnbench.extract import extract_split;"
+        "from cnnbench.settings import ExtractSettings;"
         f"paths = sorted(pathlib.Path({str(folder)!r}).glob('*.jpg'));"
         "bb = plugins.create('backbone', 'effnet-lite0');"
         "d = tempfile.mkdtemp();"
-        f"extract_split(bb, Files(paths, {n}), 'all', pathlib.Path(d) / 'all.h5', batch_size={batch_size}, progress=False);"
+        f"extract_split(bb, Files(paths, {n}), 'all', pathlib.Path(d) / 'all.h5', ExtractSettings(batch_size={batch_size}),"
+        " progress=False);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

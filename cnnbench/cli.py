@@ -201,7 +201,8 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
 
 def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: Path | None = None, splits=(),
              weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None):
-    from .extract import extract_split, resolve_device
+    from .extract import extract_split
+    from .settings import resolve_device
 
     resolve_device(settings.device)  # before the (slow) backbone: a missing GPU is one line, at once
     dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
@@ -213,8 +214,8 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
     out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name)
     results = []
     for split in splits or dataset.splits:
-        res = extract_split(backbone, dataset, split, out / f"{split}.h5", progress=progress, overwrite=overwrite,
-                            **settings.engine_kwargs(split))
+        res = extract_split(backbone, dataset, split, out / f"{split}.h5", settings, progress=progress,
+                            overwrite=overwrite)
         if res.cached:
             click.echo(f"{res.path}: up to date ({res.written} images)")
         else:
@@ -248,6 +249,8 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
 @click.option("--max-pixels", type=int, help="Skip (and record) images larger than this many pixels (image bombs).")
 @click.option("--exif-orientation/--no-exif-orientation", default=None,
               help="Turn photos as their EXIF orientation tag says (default: on).")
+@click.option("--fast-decode/--no-fast-decode", default=None,
+              help="JPEG draft mode: faster on photos at least twice the model's input, not pixel-exact (default: off).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
@@ -255,12 +258,13 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
                 device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
-                overwrite, no_progress, dataset_opts, backbone_opts) -> None:
+                fast_decode, overwrite, no_progress, dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
     settings = ctx.extract_settings({
         "batch_size": batch_size, "workers": workers, "device": device, "layers": list(layers) or None,
         "views": views, "spatial_levels": spatial_levels, "box_scale": box_scale, "pooling": pooling,
         "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
+        "fast_decode": fast_decode,
     })
     _extract(ctx, backbone, dataset, settings, out=out, splits=splits, weights=weights, data_root=data_root,
              overwrite=overwrite, progress=not no_progress, dataset_opts=P.parse_assignments(dataset_opts, "-D"),

@@ -307,6 +307,8 @@ def create(kind: str, name: str, /, **options: Any) -> Any:
         got = "None" if obj is None else f"a {type(obj).__module__}.{type(obj).__qualname__} ({reprlib.repr(obj)})"
         raise PluginError(f"{what} ({r.origin()}) returned {got}, not a {expected.__module__}.{expected.__qualname__}; "
                           "report it to the plugin's authors")
+    # what built it, for the feature files' signature and the run records: upgrading a plugin re-extracts
+    obj.plugin_origin = {"plugin": r.plugin, "distribution": r.distribution, "version": r.version}
     return obj
 
 

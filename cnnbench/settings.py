@@ -1,94 +1,135 @@
-"""Extraction settings: every choice of ``params.yaml``'s ``extract:`` section and the extract flags,
-checked once, where they enter, so a mistake is one line naming the key and not a traceback (or a
-silently wrong file) later.
+"""Extraction settings: one frozen object from the command line (or ``params.yaml``) to the feature
+file, and the only place their defaults live.
 
-A value can come from ``params.yaml`` (``extract.batch_size``) or a flag (``--batch-size``); the
-message names both spellings.
+Every value is checked when the object is made, so a mistake is one line naming the key (both its
+``params.yaml`` spelling and its flag), not a traceback or a silently wrong file later. The object
+pickles and round-trips through JSON (:meth:`ExtractSettings.to_json`), so it can travel to workers
+on other machines and is written, whole, into every feature file it produced.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from . import options as O
 from .backbone import POOLINGS
 from .errors import UserError
-from .images import MAX_PIXELS, VIEW_MODES
+from .images import DEFAULT_ROTATIONS, MAX_PIXELS, VIEW_MODES, view_names
 from .runtime import RUNTIMES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+_FLAGS = {"layers": "--layer", "spatial_levels": "--levels", "exif_orientation": "--[no-]exif-orientation",
+          "fast_decode": "--[no-]fast-decode"}
 
 
 def _name(key: str) -> str:
-    return f"extract.{key} (--{key.replace('_', '-')})"
+    return f"extract.{key} ({_FLAGS.get(key, '--' + key.replace('_', '-'))})"
 
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    batch_size: int = 64
-    workers: int = 0  # decode threads; 0 = one per two cores
-    device: str = "auto"
-    pooling: str = "avg"
-    layers: tuple[str, ...] = ()
-    views: str = "none"
-    rotation_angles: tuple[float, float] = (-5.0, 5.0)
-    spatial_levels: Any = field(default_factory=lambda: {"default": 4, "queries": 3})
-    box_scale: float | None = None
-    precision: str = "fp32"
-    runtime: str = "auto"
-    fast_decode: bool = True
-    max_pixels: int | None = MAX_PIXELS
-    exif_orientation: bool = True
+    """How features are extracted. Fields that change the features enter the file's signature
+    (:meth:`signature`, recorded in every feature file); the others (batch size, threads, device,
+    runtime) only change the speed (every runtime is checked against eager PyTorch before use), and
+    are left out so that the same features give the same bytes however fast they were made."""
 
+    batch_size: int = 64  # model inputs per batch (all views of an image go through together)
+    workers: int = 0  # decode threads; 0 = one per two cores
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    pooling: str = "avg"  # how spatial maps become vectors
+    layers: tuple[str, ...] = ()  # () = the backbone's default layer
+    views: str = "none"  # none | jitter16 (the paper's CNNaug views) | spatial (retrieval sub-patches)
+    rotation_angles: tuple[float, ...] = DEFAULT_ROTATIONS  # jitter16's 2 rotations (not in the paper)
+    # spatial search levels 1..h per split (paper: database 4, queries 3); an int for every split
+    spatial_levels: Any = field(default_factory=lambda: {"default": 4, "queries": 3})
+    box_scale: float | None = None  # None = the data set's (CUB, H3D: 1.5)
+    precision: str = "fp32"  # bf16 / fp16 autocast (fp16: GPU only)
+    runtime: str = "auto"  # auto | eager | compile | onnx
+    fast_decode: bool = False  # JPEG draft mode: faster on big photos, not pixel-exact (README)
+    max_pixels: int | None = MAX_PIXELS  # larger images are skipped from their header (image bombs)
+    exif_orientation: bool = True  # turn photos upright as their EXIF tag says
+
+    def __post_init__(self) -> None:
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise in place once
+        put("batch_size", O.as_int(_name("batch_size"), self.batch_size, min=1))
+        put("workers", O.as_int(_name("workers"), 0 if self.workers is None else self.workers, min=0))
+        if not isinstance(self.device, str) or not self.device:
+            raise UserError(f"{_name('device')}: {self.device!r} is not allowed; expected auto, cpu, cuda or cuda:N")
+        O.one_of(_name("pooling"), self.pooling, POOLINGS)
+        put("layers", tuple(O.str_list(_name("layers"), _list(self.layers, "layers"))) if self.layers else ())
+        O.one_of(_name("views"), self.views, VIEW_MODES)
+        put("rotation_angles", tuple(O.float_list(_name("rotation_angles"),
+                                                  _list(self.rotation_angles, "rotation_angles"), length=2)))
+        put("spatial_levels", _levels(self.spatial_levels))
+        if self.box_scale is not None:
+            put("box_scale", O.as_float(_name("box_scale"), self.box_scale, min=0, min_exclusive=True))
+        O.one_of(_name("precision"), self.precision, PRECISIONS)
+        O.one_of(_name("runtime"), self.runtime, RUNTIMES)
+        put("fast_decode", O.as_bool(_name("fast_decode"), self.fast_decode))
+        if self.max_pixels is not None:
+            put("max_pixels", O.as_int(_name("max_pixels"), self.max_pixels, min=1))
+        put("exif_orientation", O.as_bool(_name("exif_orientation"), self.exif_orientation))
+
+    # -- making one ----------------------------------------------------------------------------------
     @classmethod
     def keys(cls) -> list[str]:
-        return list(cls.__dataclass_fields__)
+        return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> "ExtractSettings":
-        """``values`` from params.yaml, then the flags that were given (``None`` = not given)."""
+    def from_mapping(cls, values: Mapping[str, Any] | None,
+                     overrides: Mapping[str, Any] | None = None) -> "ExtractSettings":
+        """``values`` from params.yaml's ``extract:``, then the flags that were given (``None``: not given)."""
         if values is not None and not isinstance(values, Mapping):
             raise UserError(f"params extract: must be a mapping of settings (batch_size: 64 …), not {values!r}")
         merged = dict(values or {})
         O.unknown_keys("params extract", merged, cls.keys())
         merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        defaults = cls()
-        get = lambda k: merged.get(k, getattr(defaults, k))  # noqa: E731
-        box_scale = get("box_scale")
-        max_pixels = get("max_pixels")
-        return cls(
-            batch_size=O.as_int(_name("batch_size"), get("batch_size"), min=1),
-            workers=O.as_int(_name("workers"), get("workers") if get("workers") is not None else 0, min=0),
-            device=_device_name(get("device")),
-            pooling=O.one_of(_name("pooling"), get("pooling"), POOLINGS),
-            layers=tuple(O.str_list(_name("layers").replace("--layers", "--layer"), _list(get("layers"), "layers"))
-                         if get("layers") else ()),
-            views=O.one_of(_name("views"), get("views") or "none", VIEW_MODES),
-            rotation_angles=tuple(O.float_list(_name("rotation_angles"), _list(get("rotation_angles"), "rotation_angles"),
-                                               length=2)),
-            spatial_levels=_levels(get("spatial_levels")),
-            box_scale=None if box_scale is None else O.as_float(_name("box_scale"), box_scale, min=0, min_exclusive=True),
-            precision=O.one_of(_name("precision"), get("precision") or "fp32", PRECISIONS),
-            runtime=O.one_of(_name("runtime"), get("runtime") or "auto", RUNTIMES),
-            fast_decode=O.as_bool(_name("fast_decode"), get("fast_decode")),
-            max_pixels=None if max_pixels is None else O.as_int(_name("max_pixels"), max_pixels, min=1),
-            exif_orientation=O.as_bool(_name("exif_orientation"), get("exif_orientation")),
-        )
+        return cls(**merged)
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; ``ExtractSettings.from_json(s.to_json()) == s``."""
+        d = asdict(self)
+        d["layers"], d["rotation_angles"] = list(self.layers), list(self.rotation_angles)
+        return d
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ExtractSettings":
+        return cls.from_mapping(data)
+
+    # -- one split -----------------------------------------------------------------------------------
     def levels_for(self, split: str) -> int:
-        """``spatial_levels`` is an int or {split: levels, default: levels} (paper: database 4, queries 3)."""
-        if isinstance(self.spatial_levels, dict):
+        if isinstance(self.spatial_levels, Mapping):
             return int(self.spatial_levels.get(split, self.spatial_levels.get("default", 4)))
         return int(self.spatial_levels)
 
-    def engine_kwargs(self, split: str) -> dict[str, Any]:
-        """Keyword arguments of :func:`cnnbench.extract.extract_split` for one split."""
-        d = asdict(self)
-        d["spatial_levels"] = self.levels_for(split)
-        d["workers"] = self.workers or None
-        d["layers"] = list(self.layers) or None
-        return d
+    def resolve(self, split: str, dataset, backbone) -> "ExtractSettings":
+        """The settings of one split with nothing left open: its spatial levels, the data set's box
+        scale, the backbone's default layer. What the engine runs and the file records."""
+        for layer in self.layers:
+            backbone.resolve_layer(layer)  # an unknown layer fails before any work
+        return replace(
+            self,
+            spatial_levels=self.levels_for(split),
+            box_scale=float(dataset.box_scale if self.box_scale is None else self.box_scale),
+            layers=self.layers or (backbone.default_layer,),
+        )
+
+    @property
+    def view_names(self) -> list[str]:
+        return view_names(self.views, self.levels_for("default"))
+
+    def signature(self, has_boxes: bool) -> dict[str, Any]:
+        """The settings the features depend on (of resolved settings)."""
+        sig: dict[str, Any] = {"layers": list(self.layers), "pooling": self.pooling, "views": self.views,
+                               "view_names": self.view_names, "fast_decode": self.fast_decode,
+                               "max_pixels": self.max_pixels, "exif_orientation": self.exif_orientation,
+                               "precision": self.precision}
+        if self.views == "jitter16":
+            sig["rotation_angles"] = list(self.rotation_angles)
+        if has_boxes:
+            sig["box_scale"] = self.box_scale
+        return sig
 
 
 def _list(value: Any, key: str) -> list:
@@ -99,17 +140,9 @@ def _list(value: Any, key: str) -> list:
 
 
 def _levels(value: Any) -> Any:
-    name = _name("spatial_levels").replace("--spatial-levels", "--levels")
     if isinstance(value, Mapping):
-        return {str(k): O.as_int(f"{name}.{k}", v, min=1) for k, v in value.items()}
-    return O.as_int(name, value, min=1)
-
-
-def _device_name(value: Any) -> str:
-    name = _name("device")
-    if not isinstance(value, str) or not value:
-        raise UserError(f"{name}: {value!r} is not allowed; expected auto, cpu, cuda or cuda:N")
-    return value
+        return {str(k): O.as_int(f"{_name('spatial_levels')}.{k}", v, min=1) for k, v in value.items()}
+    return O.as_int(_name("spatial_levels"), value, min=1)
 
 
 def resolve_device(device: str | None):

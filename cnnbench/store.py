@@ -5,7 +5,7 @@ Layout::
     /ids                 (N,) utf-8     image ids, in data-set order
     /labels              (N,) int64     class ids (or (N, C) for multi-label: 1 yes, 0 no, -1 ignore)
     /features/<layer>    (N, D) float32 one data set per requested layer, chunked;
-                         (N, V, D) when jittered views are stored (attr ``views`` names them)
+                         (N, V, D) when views are stored (attr ``view_names`` names them)
     /skipped_ids         (M,) utf-8     images that could not be decoded
     /skipped_errors      (M,) utf-8     why
     /extras/<name>       utf-8 JSON     per-split structures from the data set (e.g. retrieval ground truth)
@@ -461,7 +461,7 @@ def read(path: str | os.PathLike, layer: str | None = None) -> FeatureSet:
             raise ValueError(f"{len(feats)} feature rows and {len(labels)} labels for {info.n} ids")
         ids = np.array([_text(s) for s in f["ids"][()]], dtype=object)
         extras = {k: json.loads(_text(f["extras"][k][()])) for k in f["extras"]} if "extras" in f else {}
-        views = json.loads(info.attrs["views"]) if feats.ndim == 3 and info.attrs.get("views") else None
+        views = json.loads(info.attrs["view_names"]) if feats.ndim == 3 and info.attrs.get("view_names") else None
         return FeatureSet(feats, labels, ids, info.classes, extras, views)
 
     return _checked(info.path, load)

@@ -14,6 +14,7 @@ import pytest
 
 from cnnbench import plugins, store
 from cnnbench.errors import MissingDataError
+from cnnbench.settings import ExtractSettings
 from conftest import write_image
 
 PAPER_SETS = ["voc2007", "mit67", "cub200", "flowers102", "uiuc-attributes", "h3d-attributes", "oxford5k",
@@ -125,7 +126,7 @@ def test_multilabel_rows_and_ground_truth_reach_the_hdf5_files(voc_root, tmp_pat
     from cnnbench.extract import extract_split
 
     ds = plugins.create("dataset", "voc2007", data_root=voc_root)
-    extract_split(tiny, ds, "test", tmp_path / "f" / "test.h5", progress=False, workers=1)
+    extract_split(tiny, ds, "test", tmp_path / "f" / "test.h5", ExtractSettings(workers=1), progress=False)
     fs = store.read(tmp_path / "f" / "test.h5")
     assert fs.labels.shape == (3, 20) and fs.labels.dtype == np.int8
     assert fs.labels[list(fs.ids).index("000004"), ds.classes.index("car")] == -1
@@ -138,7 +139,7 @@ def test_retrieval_ground_truth_reaches_the_hdf5_file(oxford_root, tmp_path, tin
     for name in ("all_souls_000013", "radcliffe_camera_000519"):  # full-size query images, so the boxes fit
         write_image(oxford_root / "oxford5k" / "jpg" / f"{name}.jpg", 1, size=(700, 960))
     ds = plugins.create("dataset", "oxford5k", data_root=oxford_root)
-    extract_split(tiny, ds, "queries", tmp_path / "f" / "queries.h5", progress=False, workers=1)
+    extract_split(tiny, ds, "queries", tmp_path / "f" / "queries.h5", ExtractSettings(workers=1), progress=False)
     fs = store.read(tmp_path / "f" / "queries.h5")
     assert list(fs.ids) == ["all_souls_1", "radcliffe_camera_1"]
     assert fs.extras["ground_truth"]["all_souls_1"] == {"positives": ["all_souls_000013", "all_souls_000026", "oxford_000317"],

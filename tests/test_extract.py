@@ -10,6 +10,7 @@ import torch
 
 from cnnbench import plugins, store
 from cnnbench.extract import extract_split
+from cnnbench.settings import ExtractSettings
 from cnnbench.images import load_and_preprocess, normalize
 
 
@@ -19,7 +20,7 @@ def _folder(root):
 
 def test_unreadable_images_are_skipped_recorded_and_the_run_goes_on(tiny, image_folder, tmp_path, caplog):
     ds = _folder(image_folder)
-    res = extract_split(tiny, ds, "all", tmp_path / "all.h5", batch_size=4, progress=False)
+    res = extract_split(tiny, ds, "all", tmp_path / "all.h5", ExtractSettings(batch_size=4), progress=False)
     assert res.written == 18 and sorted(s[0] for s in res.skipped) == ["b/corrupt.jpg", "b/truncated.jpg"]
     assert "corrupt.jpg" in caplog.text
     fs = store.read(res.path)
@@ -32,8 +33,8 @@ def test_unreadable_images_are_skipped_recorded_and_the_run_goes_on(tiny, image_
 
 def test_features_equal_a_direct_forward_and_files_are_reproducible(tiny, image_folder, tmp_path):
     ds = _folder(image_folder)
-    a = extract_split(tiny, ds, "all", tmp_path / "a.h5", batch_size=5, workers=2, progress=False).path
-    b = extract_split(tiny, ds, "all", tmp_path / "b.h5", batch_size=5, workers=1, progress=False).path
+    a = extract_split(tiny, ds, "all", tmp_path / "a.h5", ExtractSettings(batch_size=5, workers=2), progress=False).path
+    b = extract_split(tiny, ds, "all", tmp_path / "b.h5", ExtractSettings(batch_size=5, workers=1), progress=False).path
     assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
     fs = store.read(a)
     item = next(i for i in ds.items("all") if i.id == fs.ids[3])
@@ -47,12 +48,12 @@ def test_an_up_to_date_file_is_not_extracted_again(tiny, image_folder, tmp_path)
     ds = _folder(image_folder)
     extract_split(tiny, ds, "all", tmp_path / "a.h5", progress=False)
     assert extract_split(tiny, ds, "all", tmp_path / "a.h5", progress=False).cached
-    assert not extract_split(tiny, ds, "all", tmp_path / "a.h5", layers=["logits"], progress=False).cached
+    assert not extract_split(tiny, ds, "all", tmp_path / "a.h5", ExtractSettings(layers=["logits"]), progress=False).cached
 
 
 def test_interrupted_extraction_resumes_and_gives_the_same_file(tiny, image_folder, tmp_path, monkeypatch):
     ds = _folder(image_folder)
-    ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", batch_size=4, progress=False).path
+    ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", ExtractSettings(batch_size=4), progress=False).path
     target = tmp_path / "t.h5"
     from cnnbench import extract as engine
 
@@ -83,18 +84,18 @@ def test_interrupted_extraction_resumes_and_gives_the_same_file(tiny, image_fold
 
     monkeypatch.setattr(engine.runtimes, "build", build_dying_runtime)
     with pytest.raises(KeyboardInterrupt):
-        extract_split(tiny, ds, "all", target, batch_size=4, progress=False)
+        extract_split(tiny, ds, "all", target, ExtractSettings(batch_size=4), progress=False)
     assert not target.exists() and store.partial_path(target).exists()
     monkeypatch.setattr(engine.runtimes, "build", real_build)
-    res = extract_split(tiny, ds, "all", target, batch_size=4, progress=False)
+    res = extract_split(tiny, ds, "all", target, ExtractSettings(batch_size=4), progress=False)
     assert res.resumed_from == 8
     assert target.read_bytes() == ref.read_bytes()
 
 
 def test_multiple_layers_from_one_pass(tiny, image_folder, tmp_path):
     ds = _folder(image_folder)
-    res = extract_split(tiny, ds, "all", tmp_path / "m.h5", layers=["act", "logits"], progress=False)
+    res = extract_split(tiny, ds, "all", tmp_path / "m.h5", ExtractSettings(layers=["act", "logits"]), progress=False)
     assert store.read(res.path, "logits").features.shape == (18, 4)
     assert store.read(res.path).features.shape == (18, 8)  # the first layer is the default
     with pytest.raises(ValueError, match="no layer 'nope'"):
-        extract_split(tiny, ds, "all", tmp_path / "n.h5", layers=["nope"], progress=False)
+        extract_split(tiny, ds, "all", tmp_path / "n.h5", ExtractSettings(layers=["nope"]), progress=False)

@@ -8,6 +8,7 @@ import math
 from cnnbench import plugins
 from cnnbench.evaluate import evaluate
 from cnnbench.extract import extract_split
+from cnnbench.settings import ExtractSettings
 
 from conftest import write_image
 from test_datasets_paper import oxford_root, voc_root  # noqa: F401 - fixtures
@@ -30,7 +31,7 @@ def test_oxford5k_retrieval_end_to_end_with_spatial_search(oxford_root, tmp_path
     for views in ("none", "spatial"):
         out = tmp_path / views
         for split in ds.splits:
-            extract_split(tiny, ds, split, out / f"{split}.h5", views=views, spatial_levels=2, progress=False)
+            extract_split(tiny, ds, split, out / f"{split}.h5", ExtractSettings(views=views, spatial_levels=2), progress=False)
         head = plugins.create("head", "l2", pca_dim=None, levels=[2, 2])
         results[views] = evaluate(out, ds, head, "l2")
     for record in results.values():

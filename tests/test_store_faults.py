@@ -18,8 +18,13 @@ from cnnbench import plugins, store
 from cnnbench.backbone import Backbone
 from cnnbench.errors import StoreError
 from cnnbench.extract import extract_split
+from cnnbench.settings import ExtractSettings
 
 from conftest import ROOT, TinyNet, tiny_backbone, write_image
+
+
+EAGER = ExtractSettings(batch_size=64, runtime="eager")
+TWO_LAYERS = ExtractSettings(layers=["act", "logits"], batch_size=32, runtime="eager")
 
 
 def _folder(root):
@@ -33,7 +38,7 @@ def _digits():
 def _reference(tmp_path):
     """digits/test through the tiny backbone, uninterrupted: what every resumed run must equal."""
     ds, bb = _digits(), tiny_backbone()
-    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", batch_size=64, progress=False, runtime="eager").path
+    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", EAGER, progress=False).path
     return ds, bb, ref
 
 
@@ -42,7 +47,7 @@ def _partial_run(ds, bb, target, ref, n):
     from cnnbench import extract as engine
 
     items = ds.items("test")
-    sig = engine.signature(bb, ds, "test", items, ["act"], "avg", engine.ViewConfig())
+    sig = engine.signature(bb, ds, "test", items, EAGER.resolve("test", ds, bb))
     w = store.StoreWriter(target, sig, expected_ids=[i.id for i in items])
     if n:
         full = store.read(ref)
@@ -77,20 +82,17 @@ def _fill(mnt: Path, leave: int) -> Path:
 
 def test_a_full_disk_ends_the_run_in_one_line_and_the_rerun_resumes_to_identical_bytes(tmp_path):
     ds, bb = _digits(), tiny_backbone()
-    ref = extract_split(bb, ds, "train", tmp_path / "ref.h5", layers=["act", "logits"], batch_size=32,
-                        progress=False, runtime="eager").path
+    ref = extract_split(bb, ds, "train", tmp_path / "ref.h5", TWO_LAYERS, progress=False).path
     with small_disk(tmp_path) as mnt:
         ballast = _fill(mnt, leave=60_000)  # room for a few batches, not for 898 images
         target = mnt / "f" / "train.h5"
         with pytest.raises(store.DiskFullError) as err:
-            extract_split(bb, ds, "train", target, layers=["act", "logits"], batch_size=32, progress=False,
-                          runtime="eager")
+            extract_split(bb, ds, "train", target, TWO_LAYERS, progress=False)
         msg = str(err.value)
         assert "no space left" in msg and "train.h5.partial" in msg and "\n" not in msg
         assert not target.exists()  # nothing claims to be complete
         ballast.unlink()
-        res = extract_split(bb, ds, "train", target, layers=["act", "logits"], batch_size=32, progress=False,
-                            runtime="eager")
+        res = extract_split(bb, ds, "train", target, TWO_LAYERS, progress=False)
         assert target.read_bytes() == ref.read_bytes()
         assert res.resumed_from + res.written == 898
 
@@ -143,10 +145,10 @@ def test_a_write_error_without_a_mountable_disk_is_simulated(tmp_path, monkeypat
 
     monkeypatch.setattr(partial.PartialRows, "_handle", lambda self, name: HalfWritten(real(self, name)))
     with pytest.raises(store.DiskFullError, match="64 images are kept in"):
-        extract_split(bb, ds, "test", tmp_path / "t.h5", batch_size=64, progress=False, runtime="eager")
+        extract_split(bb, ds, "test", tmp_path / "t.h5", EAGER, progress=False)
     monkeypatch.setattr(partial.PartialRows, "_handle", real)
-    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", batch_size=64, progress=False, runtime="eager").path
-    res = extract_split(bb, ds, "test", tmp_path / "t.h5", batch_size=64, progress=False, runtime="eager")
+    ref = extract_split(bb, ds, "test", tmp_path / "ref.h5", EAGER, progress=False).path
+    res = extract_split(bb, ds, "test", tmp_path / "t.h5", EAGER, progress=False)
     assert res.resumed_from == 64 and (tmp_path / "t.h5").read_bytes() == ref.read_bytes()
 
 
@@ -158,7 +160,7 @@ def test_bytes_written_but_never_recorded_are_cut_before_resuming(tmp_path):
     for column in store.partial_path(target).glob("*.bin"):  # 96 rows' worth of zeros, never recorded
         with open(column, "ab") as fh:
             fh.write(b"\0" * 96 * 64)
-    res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
+    res = extract_split(bb, ds, "test", target, EAGER, progress=False)
     assert res.resumed_from == 128 and target.read_bytes() == ref.read_bytes()
 
 
@@ -168,7 +170,7 @@ def test_a_partial_file_whose_ids_are_not_the_data_sets_is_discarded(tmp_path):
     w = _partial_run(ds, bb, target, None, 0)
     w.append(["wrong-1", "wrong-2"], [0, 1], {"act": np.zeros((2, 8), np.float32)}, next_item=2)
     w.close()
-    res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
+    res = extract_split(bb, ds, "test", target, EAGER, progress=False)
     assert res.resumed_from == 0 and "wrong-1" not in set(store.read(target).ids)
 
 
@@ -178,7 +180,7 @@ def test_a_partial_file_whose_ids_are_not_the_data_sets_is_discarded(tmp_path):
 @pytest.fixture
 def finished(tmp_path):
     ds, bb = _digits(), tiny_backbone()
-    res = extract_split(bb, ds, "test", tmp_path / "f" / "test.h5", batch_size=64, progress=False, runtime="eager")
+    res = extract_split(bb, ds, "test", tmp_path / "f" / "test.h5", EAGER, progress=False)
     return ds, bb, res.path
 
 
@@ -196,8 +198,8 @@ def test_a_flipped_byte_is_found_on_reading_and_never_called_up_to_date(finished
     with pytest.raises(StoreError, match="corrupt.*--overwrite"):
         store.read(path)
     with pytest.raises(StoreError, match="corrupt"):
-        extract_split(bb, ds, "test", path, batch_size=64, progress=False, runtime="eager")
-    res = extract_split(bb, ds, "test", path, batch_size=64, progress=False, runtime="eager", overwrite=True)
+        extract_split(bb, ds, "test", path, EAGER, progress=False)
+    res = extract_split(bb, ds, "test", path, EAGER, progress=False, overwrite=True)
     assert not res.cached and store.read(path).features.shape == (899, 8)
 
 
@@ -227,7 +229,7 @@ def test_a_backbone_that_gives_nan_features_writes_nothing_claiming_to_be_comple
 
     bb = Backbone("nan", NaNNet(), tiny_backbone().preprocess, default_layer="logits", layers={"logits": ""})
     with pytest.raises(StoreError, match="non-finite features"):
-        extract_split(bb, _digits(), "test", tmp_path / "n.h5", progress=False, runtime="eager")
+        extract_split(bb, _digits(), "test", tmp_path / "n.h5", EAGER, progress=False)
     assert not (tmp_path / "n.h5").exists()
 
 
@@ -237,7 +239,7 @@ def test_evaluate_on_a_damaged_file_is_one_line(finished, tmp_path):
     from cnnbench.cli import main
 
     ds, bb, path = finished
-    extract_split(bb, ds, "train", path.parent / "train.h5", batch_size=64, progress=False, runtime="eager")
+    extract_split(bb, ds, "train", path.parent / "train.h5", EAGER, progress=False)
     path.write_bytes(path.read_bytes()[:5000])  # truncated
     result = CliRunner().invoke(main, ["evaluate", "-b", "tiny", "-d", "digits", "--features", str(path.parent),
                                        "--head", "svm", "--no-extract-missing", "--out-dir", str(tmp_path / "m")])
@@ -254,12 +256,12 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_one_finishes(t
     target = tmp_path / "t.h5"
     first = _partial_run(ds, bb, target, ref, 64)
     with pytest.raises(StoreError, match="another cnnbench run .*pid"):
-        extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
+        extract_split(bb, ds, "test", target, EAGER, progress=False)
     with pytest.raises(StoreError, match="another cnnbench run"):
-        extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager", overwrite=True)
+        extract_split(bb, ds, "test", target, EAGER, progress=False, overwrite=True)
     assert store.partial_path(target).exists() and first.next_item == 64  # untouched
     first.close()  # the first run stops; the next one resumes its work
-    res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager")
+    res = extract_split(bb, ds, "test", target, EAGER, progress=False)
     assert res.resumed_from == 64 and target.read_bytes() == ref.read_bytes()
 
 
@@ -286,7 +288,7 @@ def test_overwrite_discards_a_partial_file_and_a_leftover_commit_file_is_removed
     _partial_run(ds, bb, target, ref, 64).close()
     leftover = tmp_path / "t.h5.tmp-999999"
     leftover.write_bytes(b"half a file from a run killed while committing")
-    res = extract_split(bb, ds, "test", target, batch_size=64, progress=False, runtime="eager", overwrite=True)
+    res = extract_split(bb, ds, "test", target, EAGER, progress=False, overwrite=True)
     assert res.resumed_from == 0 and not leftover.exists()
     assert not (tmp_path / "t.h5.lock").exists()
 
@@ -306,15 +308,15 @@ def test_weights_replaced_at_the_same_path_make_the_features_stale_and_a_moved_f
     path = tmp_path / "w.pt"
     torch.save(TinyNet().state_dict(), path)
     out = tmp_path / "f.h5"
-    assert not extract_split(build(path), ds, "test", out, progress=False, runtime="eager").cached
+    assert not extract_split(build(path), ds, "test", out, EAGER, progress=False).cached
     moved = tmp_path / "elsewhere.pt"
     path.rename(moved)
-    assert extract_split(build(moved), ds, "test", out, progress=False, runtime="eager").cached
+    assert extract_split(build(moved), ds, "test", out, EAGER, progress=False).cached
     other = TinyNet()
     with torch.no_grad():
         other.conv.weight.mul_(2)
     torch.save(other.state_dict(), moved)  # replaced in place
-    assert not extract_split(build(moved), ds, "test", out, progress=False, runtime="eager").cached
+    assert not extract_split(build(moved), ds, "test", out, EAGER, progress=False).cached
 
 
 def test_an_image_fixed_after_it_was_skipped_makes_the_features_stale(tiny, image_folder, tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 from cnnbench import store
 from cnnbench.backbone import Preprocess
 from cnnbench.extract import extract_split
+from cnnbench.settings import ExtractSettings
 from cnnbench.images import enlarge_box, jitter_crops, make_views, spatial_patches, view_names
 
 from conftest import tiny_backbone
@@ -70,11 +71,10 @@ def test_jittered_extraction_stores_a_view_axis(image_folder, tmp_path):
     from cnnbench import plugins
 
     ds = plugins.create("dataset", "imagefolder", path=image_folder, train_per_class=2)
-    res = extract_split(tiny_backbone(), ds, "all", tmp_path / "j.h5", views="jitter16", batch_size=32,
-                        progress=False)
+    res = extract_split(tiny_backbone(), ds, "all", tmp_path / "j.h5", ExtractSettings(views="jitter16", batch_size=32), progress=False)
     fs = store.read(res.path)
     assert fs.features.shape == (18, 16, 8)
     info = store.open_info(res.path)
-    assert info.attrs["view_mode"] == "jitter16" and len(store.json.loads(info.attrs["views"])) == 16
+    assert info.attrs["views"] == "jitter16" and len(store.json.loads(info.attrs["view_names"])) == 16
     plain = store.read(extract_split(tiny_backbone(), ds, "all", tmp_path / "p.h5", progress=False).path)
     np.testing.assert_allclose(fs.features[:, 0], plain.features, atol=1e-5)  # view 0 is the image itself
