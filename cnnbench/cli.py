@@ -290,9 +290,9 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
 @pass_ctx
 def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, data_root, weights,
                  extract_missing, dataset_opts, head_opts) -> None:
-    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json."""
-    from .evaluate import evaluate
-    from .jsonio import write_json
+    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json (the numbers)
+    and HEAD.run.json beside it (trials, options and the provenance of every number)."""
+    from .evaluate import evaluate, write_results
 
     d_opts, h_opts = P.parse_assignments(dataset_opts, "-D"), P.parse_assignments(head_opts, "-H")
     ds = ctx.dataset(dataset, data_root, d_opts)
@@ -308,11 +308,10 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
         if ds.task not in head.tasks:
             click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
             continue
-        record = evaluate(feat_dir, ds, head, head_name, layer)
-        record["backbone"] = backbone
-        path = write_json(out_root / backbone / dataset / f"{head_name}.json", record)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {path}")
+        record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone)
+        metrics_path, run_path = write_results(record, out_root / backbone / dataset / f"{head_name}.json")
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
+        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {metrics_path} (+ {run_path.name})")
 
 
 # -- compare ---------------------------------------------------------------------------------------------

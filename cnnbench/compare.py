@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -76,15 +75,23 @@ class Table:
 
 
 def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
+    """Every result under ``metrics_dir``: each metrics file joined with its run record (see
+    :mod:`cnnbench.evaluate`), or a single-file record of an older cnnbench. Other JSON is ignored;
+    a metrics file whose run record is missing is skipped with a warning."""
+    from .evaluate import RUN_SUFFIX, read_results
+
     records = []
     for path in sorted(Path(metrics_dir).rglob("*.json")):
+        if path.name.endswith(RUN_SUFFIX):
+            continue
         try:
-            rec = json.loads(path.read_text())
-            if isinstance(rec, dict) and {"backbone", "dataset", "head", "metrics"} <= rec.keys():
-                rec["_path"] = str(path)
-                records.append(rec)
-        except (OSError, json.JSONDecodeError) as exc:
+            rec = read_results(path)
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             log.warning("ignoring %s: %s", path, exc)
+            continue
+        if rec is not None and {"backbone", "dataset", "head", "metrics"} <= rec.keys():
+            rec["_path"] = str(path)
+            records.append(rec)
     return records
 
 

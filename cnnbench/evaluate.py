@@ -1,20 +1,54 @@
-"""Evaluation: feature files + data-set protocol + head -> one small metrics record.
+"""Evaluation: feature files + data-set protocol + head -> a metrics file and a run record.
 
 Needs nothing but the feature files: labels and ids come from them, and the data set's
 :meth:`~cnnbench.dataset.Dataset.trials` only re-partitions stored rows.
+
+:func:`write_results` writes two files per (backbone, data set, head):
+
+``<head>.json``, the **metrics**: one flat object of numbers, each the mean over the protocol's
+trials, plus ``<name>_std`` (their standard deviation) when there are several trials::
+
+    {"accuracy": 0.947, "accuracy_std": 0.004, "mean_class_accuracy": 0.946, "mean_class_accuracy_std": 0.005}
+
+Flat, because ``dvc metrics show`` makes a column of every numeric leaf of every metrics file:
+flat names give one column per metric, the same column for the same metric on every data set,
+and nothing else, so the table reads as results. Left out, because each would be a column of its
+own: per-class breakdowns (``AP/<class>``: dozens per data set), diagnostics (the chosen C),
+counts, and a mean that is not finite (JSON has no NaN; its trials stay in the run record).
+
+``<head>.run.json``, the **run record**, beside it: what the numbers are and where they came
+from. Backbone, data set, head, layer, task, primary metric, every trial's results, breakdowns,
+head parameters, data-set options, skipped images, and ``provenance``: package versions, the
+distribution and version of the plugin behind the backbone, the data set and the head, and per
+feature file its runtime and the SHA-256 of its extraction signature. Sorted keys and no
+timestamps: the same run writes the same bytes, so DVC sees no change where there is none.
+
+:func:`read_results` reads the pair back (and the single-file records of older versions).
 """
 
 from __future__ import annotations
 
-import inspect
+import hashlib
+import importlib.metadata
+import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, store
+from . import __version__
 from .dataset import Dataset
+from .errors import CnnbenchError
 from .head import FeatureSet, Head
+from .jsonio import write_json
+
+RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.run.json beside it
+STD_SUFFIX = "_std"
+# distributions whose version can change the numbers; alternatives name the same package
+VERSIONED = {"torch": ("torch",), "timm": ("timm",), "open_clip_torch": ("open_clip_torch",),
+             "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numpy": ("numpy",),
+             "scikit-learn": ("scikit-learn",), "h5py": ("h5py",)}
 
 
 def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]) -> FeatureSet:
@@ -35,48 +69,51 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
 
 
 def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head_name: str,
-             layer: str | None = None) -> dict:
-    """Run every trial of the data set's protocol; returns the record written as metrics JSON."""
+             layer: str | None = None, *, backbone: str | None = None) -> dict:
+    """Run every trial of the data set's protocol. Returns the run record plus ``metrics`` and
+    ``std`` (means and spreads over trials, breakdowns included), the shape :func:`read_results`
+    gives back; :func:`write_results` splits it into the two files. ``backbone``: the name the
+    user asked for (default: the feature files' ``backbone``), used to find its plugin."""
+    from . import store  # here, not at the top: compare reads results without h5py
+
     features_dir = Path(features_dir)
     infos = {split: store.open_info(features_dir / f"{split}.h5") for split in dataset.splits}
     sets = {split: store.read(info.path, layer) for split, info in infos.items()}
     info = infos[dataset.splits[0]]
+    backbone = backbone or info.attrs.get("backbone")
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
     per_trial = []
-    extra = {"metric": dataset.metric} if _accepts_metric(head) else {}
     for trial in trials:
         train, test = _gather(sets, trial.train), _gather(sets, trial.test)
-        scores = head.evaluate(train, test, dataset.task, **extra)
+        scores = head.evaluate(train, test, dataset.task, metric=dataset.metric)
         per_trial.append({"trial": trial.name, "n_train": len(train), "n_test": len(test), **scores})
     skip = {"n_train", "n_test", *head.diagnostics}
-    keys = [k for k, v in per_trial[0].items() if isinstance(v, (int, float)) and k not in skip]
-    metrics = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
+    keys = [k for k, v in per_trial[0].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip]
+    means = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
     spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
     skipped = sum(i.attrs.get("n_skipped", 0) for i in infos.values())
     return {
-        "backbone": info.attrs.get("backbone"),
+        "backbone": backbone,
         "layer": layer or info.attrs.get("default_layer"),
         "dataset": dataset.name,
         "head": head_name,
         "task": dataset.task,
         "primary_metric": _primary_metric(head, dataset),
-        "metrics": metrics,
+        "metrics": means,
         "std": spread,
         "trials": per_trial,
         "head_params": head.params,
         "dataset_options": dataset.options(),
         "skipped_images": int(skipped),
-        "cnnbench_version": __version__,
+        "provenance": {
+            "versions": package_versions(),
+            "plugins": {"backbone": _plugin("backbone", backbone), "dataset": _plugin("dataset", dataset.name, dataset),
+                        "head": _plugin("head", head_name, head)},
+            "features_dir": str(features_dir),
+            "features": {split: _feature_provenance(i) for split, i in infos.items()},
+        },
     }
-
-
-def _accepts_metric(head: Head) -> bool:
-    """Whether ``head.evaluate`` takes the data set's metric name (keyword ``metric`` or ``**kwargs``)."""
-    try:
-        params = inspect.signature(head.evaluate).parameters
-    except (TypeError, ValueError):
-        return False
-    return "metric" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _primary_metric(head: Head, dataset: Dataset) -> str | None:
@@ -84,3 +121,117 @@ def _primary_metric(head: Head, dataset: Dataset) -> str | None:
     if callable(fn):
         return fn(dataset.task, dataset.metric)
     return head.primary_metric or dataset.metric
+
+
+# -- provenance ------------------------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str | None]:
+    """cnnbench's version and those of the packages that compute features and scores (None: not installed)."""
+    versions: dict[str, str | None] = {"cnnbench": __version__}
+    for key, dists in VERSIONED.items():
+        versions[key] = None
+        for dist in dists:
+            try:
+                versions[key] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _plugin(kind: str, name: str | None, obj: object = None) -> dict:
+    """Who provides ``name``: its plugin, distribution and version. An object built by
+    :func:`cnnbench.plugins.create` says so itself (``plugin_origin``), so a data set that renamed
+    itself (``imagefolder``'s ``name`` option) is still found; otherwise the name is looked up."""
+    from . import plugins
+
+    origin = getattr(obj, "plugin_origin", None)
+    if not isinstance(origin, dict) and name:
+        try:
+            reg, _ = plugins.lookup(kind, name)
+            origin = {"plugin": reg.plugin, "distribution": reg.distribution, "version": reg.version}
+        except CnnbenchError:  # unknown, or claimed by two plugins: say nothing rather than guess
+            origin = None
+    origin = origin or {}
+    return {"name": name, **{k: origin.get(k) or None for k in ("plugin", "distribution", "version")}}
+
+
+def _feature_provenance(info) -> dict:
+    signature = info.attrs.get("signature")
+    if isinstance(signature, str):
+        signature = signature.encode()
+    return {
+        "rows": int(info.n),
+        "runtime": info.attrs.get("runtime"),
+        "signature_sha256": hashlib.sha256(signature).hexdigest() if signature is not None else None,
+        "weights_sha256": info.attrs.get("weights_sha256"),
+    }
+
+
+# -- the two files ---------------------------------------------------------------------------------------
+
+
+def run_record_path(metrics_path: str | os.PathLike) -> Path:
+    """``.../svm.json`` -> ``.../svm.run.json``."""
+    path = Path(metrics_path)
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(stem + RUN_SUFFIX)
+
+
+def split_record(record: dict) -> tuple[dict[str, float], dict]:
+    """(metrics numbers, run record) from what :func:`evaluate` returns; see the module docstring."""
+    numbers: dict[str, float] = {}
+    non_finite = []
+    for name, value in record.get("metrics", {}).items():
+        if "/" in name:
+            continue  # a breakdown: run record only
+        if not math.isfinite(value):
+            non_finite.append(name)
+            continue
+        numbers[name] = float(value)
+        spread = record.get("std", {}).get(name)
+        if spread is not None and math.isfinite(spread):
+            numbers[name + STD_SUFFIX] = float(spread)
+    run = {k: v for k, v in record.items() if k not in ("metrics", "std")}
+    run["breakdown"] = {k: v for k, v in record.get("metrics", {}).items() if "/" in k}
+    run["breakdown_std"] = {k: v for k, v in record.get("std", {}).items() if "/" in k}
+    run["non_finite_metrics"] = non_finite
+    return numbers, run
+
+
+def write_results(record: dict, metrics_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the metrics file at ``metrics_path`` and the run record beside it (:func:`run_record_path`);
+    returns both paths. The run record goes first, so a metrics file never lacks its record."""
+    metrics_path = Path(metrics_path)
+    if metrics_path.name.endswith(RUN_SUFFIX):
+        raise CnnbenchError(f"{metrics_path}: a metrics file may not end in {RUN_SUFFIX!r}, which names run records; "
+                            "rename the head")
+    numbers, run = split_record(record)
+    run_path = write_json(run_record_path(metrics_path), run)
+    return write_json(metrics_path, numbers), run_path
+
+
+def read_results(metrics_path: str | os.PathLike) -> dict | None:
+    """The record :func:`evaluate` returned, from a metrics file and its run record (or from a
+    single-file record of an older cnnbench). None: the file is not a metrics file. A metrics file
+    without its run record raises ``ValueError``: its numbers cannot be placed in a table."""
+    path = Path(metrics_path)
+    if path.name.endswith(RUN_SUFFIX):
+        return None
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("metrics"), dict) and {"backbone", "dataset", "head"} <= data.keys():
+        return data  # one file per result, as cnnbench 0.1 wrote it
+    if not data or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+        return None
+    run_path = run_record_path(path)
+    if not run_path.exists():
+        raise ValueError(f"no run record {run_path.name} beside it; rerun `cnnbench evaluate` for this result")
+    run = json.loads(run_path.read_text())
+    spreads = {n for n in data if n.endswith(STD_SUFFIX) and n[: -len(STD_SUFFIX)] in data}
+    record = {k: v for k, v in run.items() if k not in ("breakdown", "breakdown_std", "non_finite_metrics")}
+    record["metrics"] = {**{k: v for k, v in data.items() if k not in spreads}, **run.get("breakdown", {})}
+    record["std"] = {**{k[: -len(STD_SUFFIX)]: data[k] for k in spreads}, **run.get("breakdown_std", {})}
+    return record

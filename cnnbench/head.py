@@ -28,7 +28,13 @@ class FeatureSet:
 
 
 class Head:
-    """Base class for heads. ``evaluate`` sees only features, labels and the task."""
+    """Base class for heads. ``evaluate`` sees only features, labels, the task and the data set's metric.
+
+    What ``evaluate`` returns decides where each number goes (see :mod:`cnnbench.evaluate`):
+    a plain name (``accuracy``, ``mAP``) is a metric, averaged over trials into the metrics file;
+    a name with a slash (``AP/<class>``) is a breakdown of one, kept in the run record; a name in
+    :attr:`diagnostics` (the chosen ``C``) is a per-trial detail, kept in the run record only.
+    """
 
     name: str = ""
     tasks: tuple[str, ...] = ("multiclass",)
@@ -38,10 +44,14 @@ class Head:
     def __init__(self, **params) -> None:
         self.params = params
 
-    def evaluate(self, train: FeatureSet, test: FeatureSet, task: str) -> dict[str, float]:
-        """Fit on ``train``, score ``test``. Heads that also accept a keyword ``metric`` (the data
-        set's :attr:`~cnnbench.dataset.Dataset.metric`, e.g. ``mAP`` or ``mean_auc``) get it from
-        :func:`cnnbench.evaluate.evaluate`; heads without it are called as before."""
+    def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *,
+                 metric: str | None = None) -> dict[str, float]:
+        """Fit on ``train``, score ``test``; return ``{name: number}``.
+
+        ``metric`` is the data set's :attr:`~cnnbench.dataset.Dataset.metric` (``mAP``, ``mean_auc``,
+        ``top4``…), always passed by :func:`cnnbench.evaluate.evaluate`, so a head that can score
+        several ways knows which one the paper reports (and tunes on it). A head with no use for it
+        still takes the keyword; None means "your own default" (direct calls, tests)."""
         raise NotImplementedError
 
     def primary_metric_for(self, task: str, metric: str | None) -> str | None:

@@ -1,18 +1,27 @@
-"""A complete third-party cnnbench plugin in one file.
+"""A complete third-party cnnbench plugin in one file, using only the plugin surface (docs/plugins.md).
 
-It registers ``colorhist``: a joint RGB histogram (``bins``³ cells, L1-normalised), the kind of
-hand-crafted global descriptor that CNN features replaced. It has no weights, so it runs anywhere,
-and it shows everything a backbone plugin provides: a model, its preprocessing, named layers.
+It registers two things:
 
-Install it next to cnnbench (``pip install ./examples/cnnbench-colorhist``) and
-``cnnbench plugins`` lists it; ``cnnbench extract --backbone colorhist ...`` uses it.
+* the backbone ``colorhist``: a joint RGB histogram (``bins``³ cells, L1-normalised), the kind of
+  hand-crafted global descriptor that CNN features replaced. It has no weights, so it runs
+  anywhere, and it shows everything a backbone provides: a model, its preprocessing, named layers;
+* the head ``ncm``: nearest class mean, the simplest classifier on frozen features. It shows what
+  a head provides: checked options, ``evaluate`` with the data set's ``metric``, named scores.
+
+Install it next to cnnbench (``pip install ./examples/cnnbench-colorhist``) and ``cnnbench plugins``
+lists it; ``cnnbench extract --backbone colorhist ...`` and ``cnnbench evaluate --head ncm ...`` use it.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
 from cnnbench import hookimpl
+from cnnbench import options as O
 from cnnbench.backbone import Backbone, Preprocess
+from cnnbench.errors import UserError
+from cnnbench.head import FeatureSet, Head, l2_normalize
+from cnnbench.metrics import accuracy, mean_class_accuracy
 
 
 class ColorHistogram(nn.Module):
@@ -36,9 +45,10 @@ PREPROCESS = Preprocess(input_size=128, resize_size=128, crop="full", interpolat
 
 
 def build(bins: int = 8) -> Backbone:
+    bins = O.as_int("colorhist: bins", bins, min=1, max=64, fix="the histogram has bins³ cells; 8 gives 512")
     return Backbone(
         name="colorhist",
-        model=ColorHistogram(int(bins)),
+        model=ColorHistogram(bins),
         preprocess=PREPROCESS,
         default_layer="hist",
         layers={"hist": "hist"},
@@ -47,6 +57,38 @@ def build(bins: int = 8) -> Backbone:
     )
 
 
+class NearestClassMean(Head):
+    """Each class is the mean of its training features; a test image gets the class of the closest mean."""
+
+    name = "ncm"
+    tasks = ("multiclass",)  # `cnnbench evaluate` skips this head on other data sets, saying so
+
+    def __init__(self, normalize: bool = True):
+        # a bad value raises UserError naming the option: the command line prints it as one line
+        super().__init__(normalize=O.as_bool("ncm: normalize", normalize))
+
+    def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
+        # `metric` is the data set's (e.g. "accuracy"); this head reports both scores whatever it is
+        if train.features.ndim == 3:  # (N, V, D): several views per image; average them
+            train = FeatureSet(train.features.mean(1), train.labels, train.ids, train.classes)
+            test = FeatureSet(test.features.mean(1), test.labels, test.ids, test.classes)
+        xtr, xte = train.features, test.features
+        if self.params["normalize"]:
+            xtr, xte = l2_normalize(xtr), l2_normalize(xte)
+        present = np.unique(train.labels)
+        if len(present) < 2:
+            raise UserError("ncm: the training images are all of one class; a classifier needs at least 2")
+        means = np.stack([xtr[train.labels == c].mean(0) for c in present])
+        distance = (xte**2).sum(1, keepdims=True) - 2 * xte @ means.T + (means**2).sum(1)
+        pred = present[distance.argmin(1)]
+        return {"accuracy": accuracy(test.labels, pred), "mean_class_accuracy": mean_class_accuracy(test.labels, pred)}
+
+
 @hookimpl
 def register_backbones(register):
     register("colorhist", build, description="joint RGB colour histogram (example third-party plugin)")
+
+
+@hookimpl
+def register_heads(register):
+    register("ncm", NearestClassMean, description="nearest class mean (example third-party plugin)")
