@@ -117,6 +117,13 @@ def plugins_cmd() -> None:
                   ", ".join(reg["backbone"]), ", ".join(reg["dataset"]), ", ".join(reg["head"]))
     console = Console(width=140)
     console.print(t)
+    d = Table(title="what each name is (register(..., description=...))")
+    for col in ("kind", "name", "description", "plugin"):
+        d.add_column(col)
+    for kind in plugins.KINDS:
+        for name, r in sorted(plugins.registry(kind).items()):
+            d.add_row(kind, name + ("<name>" if r.prefix else ""), r.description, r.plugin)
+    console.print(d)
     failures = plugins.failures()
     for f in failures:
         console.print(f"[red]plugin {f.plugin!r} failed ({f.stage}): {f.error}[/red]")
