@@ -145,18 +145,71 @@ def oxford_average_precision(ranked_ids, positives, junk=()) -> float:
         return float("nan")
     ranked = [r for r in ranked_ids if r not in amb]
     hit = np.fromiter((r in pos for r in ranked), dtype=bool, count=len(ranked))
-    return float(_trapezoid_ap(hit, len(pos)))
+    return trapezoid_average_precision(hit, len(pos))
 
 
-def _trapezoid_ap(hit: np.ndarray, n_pos: int) -> float:
-    """compute_ap's sum, vectorised: only ranks where the recall grows add area."""
-    if n_pos == 0:
+def trapezoid_average_precision(hits, n_positives: int) -> float:
+    """:func:`oxford_average_precision` on a ranking already reduced to hits (junk removed).
+
+    ``hits[j]`` says whether the j-th non-junk result is a positive; ``n_positives`` counts every
+    positive, retrieved or not. The same trapezoid rule as ``compute_ap.cpp``, vectorised (only
+    ranks where the recall grows add area), for heads that rank by array index rather than by id.
+    NaN when ``n_positives`` is 0.
+    """
+    if n_positives <= 0:
         return float("nan")
+    hit = np.asarray(hits, dtype=bool)
     tp = np.cumsum(hit)
     j = np.arange(1, len(hit) + 1)
     precision = tp / j
     old_precision = np.concatenate([[1.0], precision[:-1]])
-    return float(np.sum(hit * (old_precision + precision) / 2.0) / n_pos)
+    return float(np.sum(hit * (old_precision + precision) / 2.0) / n_positives)
+
+
+def retrieval_scores(order, database_ids, query_ids, ground_truth: dict, *, exclude_self: bool | None = None,
+                     exclude_self_default: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query Oxford AP and UKBench top-4 count of database rankings, as the data sets score them.
+
+    ``order`` (Q, N) holds database row indices, best first (e.g. from
+    :func:`cnnbench.retrieval.rank_database`); ``ground_truth[query_id]`` is ``{"positives": [...],
+    "junk": [...]}`` (database ids), optionally with ``"exclude_self"``. Junk is removed from the
+    ranking; positives missing from the database still count in ``|positives|``. When a query is
+    excluded from its own ranking (``exclude_self``; None: the entry's ``"exclude_self"``, else
+    ``exclude_self_default``; Holidays), its id becomes junk and stops being a positive.
+
+    Returns ``(ap, top4)``, both (Q,) floats: ``ap`` by :func:`trapezoid_average_precision` (NaN for a
+    query without positives), ``top4`` the positives among the first 4 results (UKBench: a query
+    found in the database and not excluded counts as one of its object's images). Queries absent
+    from ``ground_truth`` get NaN in both.
+    """
+    order = np.asarray(order)
+    db_ids = np.asarray(database_ids)
+    row_of = {i: k for k, i in enumerate(db_ids)}
+    n_db = len(db_ids)
+    ap = np.full(len(query_ids), np.nan)
+    top4 = np.full(len(query_ids), np.nan)
+    for row, qid in enumerate(query_ids):
+        entry = ground_truth.get(qid)
+        if entry is None:
+            continue
+        positives = set(entry.get("positives", []))
+        junk = set(entry.get("junk", []))
+        excl = exclude_self if exclude_self is not None else bool(entry.get("exclude_self", exclude_self_default))
+        if excl:
+            junk.add(qid)
+            positives.discard(qid)
+        # boolean lookups over database rows: vectorised per query (UKBench: 10k x 10k)
+        is_junk = np.zeros(n_db, dtype=bool)
+        is_junk[[row_of[i] for i in junk if i in row_of]] = True
+        is_pos = np.zeros(n_db, dtype=bool)
+        is_pos[[row_of[i] for i in positives if i in row_of]] = True
+        ranked = order[row][~is_junk[order[row]]]
+        if positives:
+            ap[row] = trapezoid_average_precision(is_pos[ranked], len(positives))
+        if qid in row_of and not excl:
+            is_pos[row_of[qid]] = True  # UKBench: the query is one of its object's 4 images
+        top4[row] = float(is_pos[ranked[:4]].sum())
+    return ap, top4
 
 
 def holidays_average_precision(ranked_ids, positives, query_id) -> float:

@@ -4,33 +4,39 @@
   whitening (each component divided by the square root of its eigenvalue) → L2-normalise →
   signed power ``sign(x) |x|^power``. The paper applies the power last and does not normalise
   again; neither does this (distances are true L2 distances, so nothing assumes unit length).
-* :func:`spatial_distance`: the spatial search distance. Each image carries P sub-patches
-  (``P = sum(l**2 for l in 1..h)``, order: level 1, level 2 row-major, ...); the distance from a
-  query sub-patch to a database image is the minimum L2 distance over that image's sub-patches,
-  and the query-to-image distance is the mean over the query's sub-patches.
+* :func:`spatial_distance`: the spatial search distance. Each image carries P sub-patches (or
+  views); the distance from a query sub-patch to a database image is the minimum L2 distance over
+  that image's sub-patches, and the query-to-image distance is the mean over the query's
+  sub-patches. :func:`spatial_view_levels` reads the pyramid level of each sub-patch from the
+  stored view names (``l{level}_r{row}_c{col}``), so a head can keep the levels it wants.
 * :func:`rank_database`: every query's database ranking (ascending distance), by an exact
   batched matrix product (default) or a FAISS index (``faiss-cpu``) for large databases.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .head import l2_normalize
 
-
-def pyramid_size(levels: int) -> int:
-    """Number of sub-patches of a spatial pyramid with levels 1..h: 1 + 4 + ... + h²."""
-    return sum(level * level for level in range(1, int(levels) + 1))
+SPATIAL_VIEW = re.compile(r"l(\d+)_r(\d+)_c(\d+)")  # a spatial sub-patch: level, row, column
 
 
-def pyramid_levels(n_patches: int) -> int | None:
-    """h such that ``pyramid_size(h) == n_patches``, or None when no pyramid has that many patches."""
-    h, total = 0, 0
-    while total < n_patches:
-        h += 1
-        total += h * h
-    return h if total == n_patches else None
+def spatial_view_levels(views) -> np.ndarray | None:
+    """Pyramid level of each view, when every name along the view axis is a spatial sub-patch.
+
+    Spatial extraction names its views ``l{level}_r{row}_c{col}`` (``FeatureSet.views``), so the
+    layout is read, not guessed from the number of patches. Returns an int array (V,), or None for
+    unnamed views and for any other layout (e.g. jitter16's ``image``, ``crop_tl``, …).
+    """
+    if views is None or len(views) == 0:
+        return None
+    matches = [SPATIAL_VIEW.fullmatch(str(v)) for v in views]
+    if not all(matches):
+        return None
+    return np.array([int(m.group(1)) for m in matches])
 
 
 def signed_power(x: np.ndarray, power: float) -> np.ndarray:

@@ -36,3 +36,9 @@ def test_oxford5k_retrieval_end_to_end_with_spatial_search(oxford_root, tmp_path
         results[views] = evaluate(out, ds, head, "l2")
     for record in results.values():
         assert record["primary_metric"] == "mAP" and 0.0 < record["metrics"]["mAP"] <= 1.0
+    # the stored view names decide the levels: by default, the 2 each side was extracted with
+    default = evaluate(tmp_path / "spatial", ds, plugins.create("head", "l2", pca_dim=None), "l2")
+    assert default["metrics"] == results["spatial"]["metrics"] and default["head_params"]["levels"] is None
+    # a few database images: pca_dim auto skips PCA, and the trial says why (not a metric)
+    auto = evaluate(tmp_path / "none", ds, plugins.create("head", "l2"), "l2")
+    assert auto["metrics"] == results["none"]["metrics"] and auto["trials"][0]["pca_small_set"] == 1.0

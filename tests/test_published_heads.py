@@ -9,7 +9,8 @@ import pytest
 
 from cnnbench import plugins
 from cnnbench.head import FeatureSet
-from cnnbench.retrieval import Whitening, pyramid_levels, pyramid_size, rank_database, spatial_distance
+from cnnbench.images import view_names
+from cnnbench.retrieval import Whitening, rank_database, spatial_distance, spatial_view_levels
 
 
 def _ids(n, prefix="i"):
@@ -30,9 +31,10 @@ def test_spatial_distance_by_hand():
     np.testing.assert_allclose(spatial_distance(q[None], db)[0], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_pyramid_sizes():
-    assert [pyramid_size(h) for h in (1, 2, 3, 4)] == [1, 5, 14, 30]
-    assert pyramid_levels(30) == 4 and pyramid_levels(14) == 3 and pyramid_levels(16) is None
+def test_spatial_view_names_give_each_patch_its_level_and_other_layouts_none():
+    assert spatial_view_levels(view_names("spatial", 3)).tolist() == [1] + [2] * 4 + [3] * 9
+    assert spatial_view_levels(view_names("jitter16")) is None and spatial_view_levels(None) is None
+    assert spatial_view_levels(["l1_r0_c0", "image"]) is None
 
 
 def test_whitening_clips_the_dimension_and_whitens():
@@ -60,8 +62,9 @@ def test_faiss_ranks_like_exact_search():
 # -- l2 head on retrieval data sets -----------------------------------------------------------------
 
 
-def _retrieval_sets(patches=None, seed=0):
-    """10 objects x 3 database images; one query per object, the query close to its object."""
+def _retrieval_sets(patches=None, seed=0, views=None):
+    """10 objects x 3 database images; one query per object, the query close to its object.
+    ``patches``: (database, query) views per image; ``views``: their names, e.g. spatial levels."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((10, 64)) * 2
     db_obj = np.repeat(np.arange(10), 3)
@@ -73,8 +76,8 @@ def _retrieval_sets(patches=None, seed=0):
     db_ids, q_ids = _ids(30, "d"), _ids(10, "q")
     gt = {q_ids[o]: {"positives": [db_ids[k] for k in np.flatnonzero(db_obj == o)][:2],
                      "junk": [db_ids[k] for k in np.flatnonzero(db_obj == o)][2:]} for o in range(10)}
-    database = FeatureSet(db.astype(np.float32), np.full(30, -1), db_ids, [])
-    queries = FeatureSet(q.astype(np.float32), np.full(10, -1), q_ids, [], {"ground_truth": gt})
+    database = FeatureSet(db.astype(np.float32), np.full(30, -1), db_ids, [], views=views and views[0])
+    queries = FeatureSet(q.astype(np.float32), np.full(10, -1), q_ids, [], {"ground_truth": gt}, views and views[1])
     return database, queries
 
 
@@ -115,15 +118,17 @@ def test_l2_holidays_excludes_the_query_and_ukbench_counts_it():
     assert out["top4_score"] == pytest.approx(2.0) and out["top4"] == pytest.approx(0.5)
 
 
-def test_l2_spatial_search_uses_pyramid_levels():
-    database, queries = _retrieval_sets(patches=(30, 30))
+def test_l2_spatial_search_keeps_the_pyramid_levels_asked_for():
+    spatial4 = view_names("spatial", 4)
+    database, queries = _retrieval_sets(patches=(30, 30), views=(spatial4, spatial4))
     head = plugins.create("head", "l2", pca_dim=32, levels=[4, 3])
-    assert head._patches(queries.features, 1).shape[1] == 14 and head._patches(database.features, 0).shape[1] == 30
+    assert head._patches(queries, 1).shape[1] == 14 and head._patches(database, 0).shape[1] == 30
     assert head.evaluate(database, queries, "retrieval", metric="mAP")["mAP"] > 0.9
     out = plugins.create("head", "l2", pca_dim=None).evaluate(database, queries, "retrieval", metric="mAP")
     assert out["mAP"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="levels"):
-        plugins.create("head", "l2", levels=[4, 4]).evaluate(*_retrieval_sets(patches=(30, 14)), "retrieval")
+        plugins.create("head", "l2", levels=[4, 4]).evaluate(
+            *_retrieval_sets(patches=(30, 14), views=(spatial4, view_names("spatial", 3))), "retrieval")
     with pytest.raises(ValueError, match="exact"):
         plugins.create("head", "l2", pca_dim=8, index="faiss").evaluate(database, queries, "retrieval")
 
@@ -227,27 +232,21 @@ def test_svm_balanced_and_liblinear_options_run():
         plugins.create("head", "svm", view_pooling="mean")
 
 
-def test_evaluate_passes_the_metric_only_to_heads_that_take_it():
-    from cnnbench.evaluate import _accepts_metric, _primary_metric
+def test_the_primary_metric_follows_the_head_and_the_data_set():
+    from cnnbench.evaluate import _primary_metric
     from cnnbench.head import Head
 
-    class OldHead(Head):
-        def evaluate(self, train, test, task):
-            return {}
-
-    class KwHead(Head):
-        def evaluate(self, train, test, task, **kw):
+    class PlainHead(Head):
+        def evaluate(self, train, test, task, *, metric=None):
             return {}
 
     class DS:
         task, metric = "retrieval", "top4"
 
-    assert not _accepts_metric(OldHead()) and _accepts_metric(KwHead())
-    assert _accepts_metric(plugins.create("head", "svm")) and _accepts_metric(plugins.create("head", "l2"))
     assert _primary_metric(plugins.create("head", "l2"), DS) == "top4"
     DS.task, DS.metric = "multilabel", "mean_auc"
     assert _primary_metric(plugins.create("head", "svm"), DS) == "mean_auc"
-    assert _primary_metric(OldHead(), DS) == "mean_auc"
+    assert _primary_metric(PlainHead(), DS) == "mean_auc"
 
 
 def test_l2_on_the_real_oxford5k_subset_ground_truth(shared_data):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cnnbench.metrics import (holidays_average_precision, mean_auc, multilabel_map, oxford_average_precision,
-                              roc_auc, ukbench_top4, voc07_average_precision)
+                              retrieval_scores, roc_auc, trapezoid_average_precision, ukbench_top4,
+                              voc07_average_precision)
 
 
 def compute_ap_cpp(pos, amb, ranked_list):
@@ -79,6 +80,42 @@ def test_oxford_ap_matches_compute_ap_on_random_rankings():
         amb = set(rng.choice([i for i in ids if i not in pos], 3, replace=False))
         ranked = list(rng.permutation(ids)[:30])
         assert oxford_average_precision(ranked, pos, amb) == pytest.approx(compute_ap_cpp(pos, amb, ranked))
+
+
+def test_trapezoid_ap_of_hits_is_compute_ap_with_junk_already_removed():
+    # the case above with the junk dropped: a x b y z as hits, 3 positives (c never retrieved)
+    hand = (1 / 3) * (1 + 1) / 2 + (1 / 3) * (1 / 2 + 2 / 3) / 2
+    assert trapezoid_average_precision([True, False, True, False, False], 3) == pytest.approx(hand)
+    # a first miss: the first hit adds (1/2)(0 + 1/2)/2, old precision 0 after the miss
+    assert trapezoid_average_precision(np.array([False, True]), 2) == pytest.approx(0.5 * (0 + 0.5) / 2)
+    assert trapezoid_average_precision([], 2) == 0.0 and np.isnan(trapezoid_average_precision([True], 0))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        hits = rng.random(25) < 0.3
+        n_pos = int(hits.sum()) + int(rng.integers(0, 3))
+        ids = [f"i{k}" for k in range(25)]
+        pos = {i for i, h in zip(ids, hits) if h} | {f"missing{k}" for k in range(n_pos - int(hits.sum()))}
+        if pos:
+            assert trapezoid_average_precision(hits, n_pos) == pytest.approx(compute_ap_cpp(pos, set(), ids))
+
+
+def test_retrieval_scores_remove_junk_exclude_the_query_and_count_it_for_ukbench():
+    db = np.array(["q1", "a", "j", "b", "x"], dtype=object)
+    order = np.array([[0, 2, 4, 1, 3],   # q1: itself, junk, x, a, b
+                      [4, 3, 1, 0, 2],   # q2: x, b, a, q1, j
+                      [0, 1, 2, 3, 4]])  # q3: no ground truth
+    gt = {"q1": {"positives": ["a", "b", "c"], "junk": ["j"]}, "q2": {"positives": ["b"], "exclude_self": True}}
+    ap, top4 = retrieval_scores(order, db, ["q1", "q2", "q3"], gt)
+    # q1: q1 (miss), x (miss), a, b: recall 1/3 at precision 1/3, 2/3 at 2/4 (c never retrieved)
+    q1 = compute_ap_cpp({"a", "b", "c"}, {"j"}, ["q1", "j", "x", "a", "b"])
+    assert ap[0] == pytest.approx(q1) and ap[1] == pytest.approx(0.5 * (0 + 0.5))  # q2: x then b
+    # top 4 after junk: q1 -> q1 x a b: a, b and q1 itself (in the database, not excluded) = 3; q2 -> b = 1
+    assert top4[:2].tolist() == [3.0, 1.0] and np.isnan(ap[2]) and np.isnan(top4[2])
+    ap_excl, top4_excl = retrieval_scores(order, db, ["q1", "q2"], gt, exclude_self=True)
+    assert ap_excl[0] == pytest.approx(compute_ap_cpp({"a", "b", "c"}, {"j", "q1"}, ["x", "a", "b"]))
+    assert top4_excl[0] == 2.0
+    ap_def, _ = retrieval_scores(order[:1], db, ["q1"], {"q1": gt["q1"]}, exclude_self_default=True)
+    assert ap_def[0] == pytest.approx(ap_excl[0])
 
 
 def test_holidays_ap_excludes_the_query():
