@@ -257,7 +257,8 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
 @click.option("--exif-orientation/--no-exif-orientation", default=None,
               help="Turn photos as their EXIF orientation tag says (default: on).")
 @click.option("--fast-decode/--no-fast-decode", default=None,
-              help="JPEG draft mode: faster on photos at least twice the model's input, not pixel-exact (default: off).")
+              help="JPEG draft mode when a photo's short side is at least twice the resize size: faster, not "
+                   "pixel-exact (default: off; README has the measured effect).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
