@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .backbone import Preprocess
 from .dataset import ImageSource
+
+if TYPE_CHECKING:  # annotations only: importing the backbone module would load torch for every command
+    from .backbone import Preprocess
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -262,6 +266,6 @@ def make_views(img: Image.Image, pp: Preprocess, mode: str = "none", *, angles=D
         views = base + [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for v in base]
         return np.stack([preprocess(v, pp) for v in views])
     if mode == "spatial":
-        square = Preprocess(**{**pp.__dict__, "crop": "full"})  # patches are square: resize, no warp
+        square = replace(pp, crop="full")  # patches are square: resize, no warp
         return np.stack([preprocess(_crop(img, b), square) for _, b in spatial_patches(w, h, levels)])
     raise ValueError(f"views must be one of {VIEW_MODES}, got {mode!r}")
