@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import traceback
@@ -208,10 +209,10 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
 
 def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: Path | None = None, splits=(),
              weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None):
-    from .extract import extract_split
     from .settings import resolve_device
 
-    resolve_device(settings.device)  # before the (slow) backbone: a missing GPU is one line, at once
+    if settings.engine == "local":  # Ray workers pick their own devices
+        resolve_device(settings.device)  # before the (slow) backbone: a missing GPU is one line, at once
     dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
     dataset.check()
     for split in splits:
@@ -220,18 +221,33 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
     backbone = ctx.backbone(backbone_name, weights, backbone_opts)
     out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name)
     results = []
-    for split in splits or dataset.splits:
-        res = extract_split(backbone, dataset, split, out / f"{split}.h5", settings, progress=progress,
-                            overwrite=overwrite)
-        if res.cached:
-            click.echo(f"{res.path}: up to date ({res.written} images)")
-        else:
-            click.echo(f"{res.path}: {res.written} images, {len(res.skipped)} skipped, "
-                       f"{res.images_per_s:.1f} images/s")
-        for sid, why in res.skipped:
-            click.echo(f"  skipped {why}", err=True)
-        results.append(res)
+    with _engine_session(settings):
+        for split in splits or dataset.splits:
+            results.append(_extract_one(backbone, dataset, split, out, settings, progress, overwrite))
     return backbone, results
+
+
+def _engine_session(settings):
+    """One Ray connection for every split that needs one (starting a Ray instance takes seconds)."""
+    if settings.engine == "ray":
+        from .ray_engine import held
+
+        return held()
+    return contextlib.nullcontext()
+
+
+def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
+    from .extract import extract_split
+
+    res = extract_split(backbone, dataset, split, out / f"{split}.h5", settings, progress=progress,
+                        overwrite=overwrite)
+    if res.cached:
+        click.echo(f"{res.path}: up to date ({res.written} images)")
+    else:
+        click.echo(f"{res.path}: {res.written} images, {len(res.skipped)} skipped, {res.images_per_s:.1f} images/s")
+    for _, why in res.skipped:
+        click.echo(f"  skipped {why}", err=True)
+    return res
 
 
 @main.command("extract")
@@ -259,6 +275,14 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
 @click.option("--fast-decode/--no-fast-decode", default=None,
               help="JPEG draft mode when a photo's short side is at least twice the resize size: faster, not "
                    "pixel-exact (default: off; README has the measured effect).")
+@click.option("--engine", type=click.Choice(["local", "ray"]),
+              help="local: threads on this machine (default); ray: Ray Data on a Ray cluster (same bytes).")
+@click.option("--ray-address", help="Ray cluster to run on: auto (the one `ray start` made), host:port or "
+                                    "ray://host:port (default: a Ray instance on this machine).")
+@click.option("--num-workers", type=int, help="Ray model workers (default: one per GPU share, else cores/2).")
+@click.option("--cpus-per-worker", type=float, help="CPUs each Ray model worker reserves (default 1; fractions allowed).")
+@click.option("--gpus-per-worker", type=float, help="GPUs each Ray model worker reserves (default 0: CPU workers; "
+                                                    "0.5: two workers share a GPU).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
@@ -266,13 +290,15 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
                 device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
-                fast_decode, overwrite, no_progress, dataset_opts, backbone_opts) -> None:
+                fast_decode, engine, ray_address, num_workers, cpus_per_worker, gpus_per_worker, overwrite,
+                no_progress, dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
     settings = ctx.extract_settings({
         "batch_size": batch_size, "workers": workers, "device": device, "layers": list(layers) or None,
         "views": views, "spatial_levels": spatial_levels, "box_scale": box_scale, "pooling": pooling,
         "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
-        "fast_decode": fast_decode,
+        "fast_decode": fast_decode, "engine": engine, "ray_address": ray_address, "num_workers": num_workers,
+        "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
     })
     _extract(ctx, backbone, dataset, settings, out=out, splits=splits, weights=weights, data_root=data_root,
              overwrite=overwrite, progress=not no_progress, dataset_opts=P.parse_assignments(dataset_opts, "-D"),

@@ -25,8 +25,8 @@ from . import __version__
 from . import runtime as runtimes
 from .backbone import Backbone
 from .dataset import Dataset, Item
+from .decode import decode_batch
 from .errors import StoreError, UserError
-from .images import load_views
 from .settings import ExtractSettings, check_precision, resolve_device
 from .store import StoreWriter, open_info, verify
 
@@ -52,26 +52,19 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def decode_batch(items: Sequence[Item], backbone: Backbone, settings: ExtractSettings):
-    """Decode and make views for a batch (resolved ``settings``): uint8 (B, V, H, W, 3). Unreadable
-    images are returned in ``skipped``, never raised."""
-    arrays, ok, skipped = [], [], []
-    for item in items:
-        try:
-            arrays.append(load_views(item.image, backbone.preprocess, item.box, box_scale=settings.box_scale,
-                                     mode=settings.views, angles=settings.rotation_angles,
-                                     levels=settings.spatial_levels, fast_decode=settings.fast_decode,
-                                     max_pixels=settings.max_pixels, exif_orientation=settings.exif_orientation))
-            ok.append(item)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure skips this one image only
-            skipped.append((item.id, f"{_describe(item)}: {exc}"))
-    size = backbone.preprocess.input_size
-    batch = np.stack(arrays) if arrays else np.zeros((0, len(settings.view_names), size, size, 3), np.uint8)
-    return batch, ok, skipped
-
-
-def _describe(item: Item) -> str:
-    return str(item.image) if not isinstance(item.image, np.ndarray) else f"item {item.id}"
+def forward_batch(rt, batch: np.ndarray, settings: ExtractSettings, device: torch.device) -> dict[str, np.ndarray]:
+    """Features of a decoded batch (B, V, H, W, 3), per layer: (B, D), or (B, V, D) with views. All
+    views of the batch go through the model together. Both engines call this, so both store the same rows."""
+    if not len(batch):
+        return {}
+    flat = batch.reshape((-1,) + batch.shape[2:])
+    x = torch.from_numpy(flat if flat.flags.writeable and flat.flags.c_contiguous else flat.copy())  # Ray's are read-only
+    if device.type == "cuda":
+        x = x.pin_memory()
+    feats = {k: v.cpu().numpy() for k, v in zip(settings.layers, _forward(rt, x))}
+    if settings.views != "none":
+        feats = {k: v.reshape(len(batch), len(settings.view_names), -1) for k, v in feats.items()}
+    return feats
 
 
 def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item],
@@ -128,8 +121,9 @@ def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: st
     """
     out_path = Path(out_path)
     settings = (settings or ExtractSettings()).resolve(split, dataset, backbone)
-    device = resolve_device(settings.device)
-    check_precision(settings.precision, device)
+    if settings.engine == "local":  # Ray workers pick their own device (GPU when given --gpus-per-worker)
+        device = resolve_device(settings.device)
+        check_precision(settings.precision, device)
     items = list(dataset.items(split))
     if not items:
         raise UserError(f"data set {dataset.name!r} split {split!r} has no images "
@@ -145,12 +139,19 @@ def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: st
         start, t0 = writer.next_item, time.perf_counter()
         if start:
             log.warning("resuming %s from item %d of %d", writer.partial, start, len(items))
-        rt = _runtime(backbone, settings, device)
-        try:
-            skipped = _pipeline(backbone, f"{dataset.name}/{split}", items, writer, settings, rt, device, progress)
-        finally:
-            rt.close()
-        _commit(writer, backbone, dataset, split, items, settings, sig, rt.name, skipped)
+        what = f"{dataset.name}/{split}"
+        if settings.engine == "ray":
+            from . import ray_engine
+
+            skipped, runtime_name = ray_engine.run(backbone, what, items, writer, settings, progress)
+        else:
+            rt = build_runtime(backbone, settings, device)
+            try:
+                skipped = _pipeline(backbone, what, items, writer, settings, rt, device, progress)
+            finally:
+                rt.close()
+            runtime_name = rt.name
+        _commit(writer, backbone, dataset, split, items, settings, sig, runtime_name, skipped)
         return ExtractResult(out_path, len(items) - len(skipped) - start, skipped, time.perf_counter() - t0,
                              resumed_from=start)
     finally:
@@ -182,11 +183,12 @@ def _up_to_date(out_path: Path, sig_text: str, items: Sequence[Item]) -> int | N
     return info.n
 
 
-def _runtime(backbone: Backbone, settings: ExtractSettings, device: torch.device):
+def build_runtime(backbone: Backbone, settings: ExtractSettings, device: torch.device, threads: int | None = None):
+    """The checked runtime both engines extract with (a Ray worker builds its own, once)."""
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
     backbone.to(device)
     return runtimes.build(backbone, list(settings.layers), settings.pooling, settings.runtime, device,
-                          autocast_dtype=autocast_dtype)
+                          autocast_dtype=autocast_dtype, threads=threads)
 
 
 def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter,
@@ -197,7 +199,7 @@ def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: Stor
     workers = settings.workers or default_workers()
     start = writer.next_item
     skipped_all: list[tuple[str, str]] = []
-    bar = _progress(len(items), start, f"{backbone.name} {what}", progress)
+    bar = progress_bar(len(items), start, f"{backbone.name} {what}", progress)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnbench-decode") as pool:
             pending: deque = deque()
@@ -206,7 +208,7 @@ def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: Stor
             def submit_next() -> None:
                 s = next(starts, None)
                 if s is not None:
-                    pending.append((s, pool.submit(decode_batch, items[s : s + per_batch], backbone, settings)))
+                    pending.append((s, pool.submit(decode_batch, items[s : s + per_batch], backbone.preprocess, settings)))
 
             for _ in range(workers + 1):
                 submit_next()
@@ -215,18 +217,11 @@ def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: Stor
                     s, fut = pending.popleft()
                     batch, ok, skipped = fut.result()
                     submit_next()
-                    feats: dict[str, np.ndarray] = {}
-                    if len(ok):
-                        x = torch.from_numpy(batch.reshape((-1,) + batch.shape[2:]))  # all views in one batch
-                        if device.type == "cuda":
-                            x = x.pin_memory()
-                        feats = {k: v.cpu().numpy() for k, v in zip(settings.layers, _forward(rt, x))}
-                        if settings.views != "none":
-                            feats = {k: v.reshape(len(ok), n_views, -1) for k, v in feats.items()}
+                    feats = forward_batch(rt, batch, settings, device)
                     for _, why in skipped:
                         log.warning("skipping unreadable image %s", why)
                     skipped_all.extend(skipped)
-                    writer.append([i.id for i in ok], _labels(ok), feats, next_item=s + len(ok) + len(skipped),
+                    writer.append([i.id for i in ok], labels_array(ok), feats, next_item=s + len(ok) + len(skipped),
                                   skipped=skipped)
                     bar.update(len(ok) + len(skipped))
             except BaseException:
@@ -280,14 +275,14 @@ def _forward(rt, x: torch.Tensor) -> list[torch.Tensor]:
         return [torch.cat(parts) for parts in zip(_forward(rt, x[:half]), _forward(rt, x[half:]))]
 
 
-def _labels(items: Sequence[Item]) -> np.ndarray:
+def labels_array(items: Sequence[Item]) -> np.ndarray:
     """(B,) int64 class ids, or (B, C) int8 for multi-label items."""
     if items and isinstance(items[0].label, (tuple, list, np.ndarray)):
         return np.asarray([i.label for i in items], dtype=np.int8)
     return np.asarray([i.label for i in items], dtype=np.int64)
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
+def progress_bar(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)

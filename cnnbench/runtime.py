@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from .backbone import Backbone, _flatten, capture_layers
+from .settings import RUNTIMES
 
 log = logging.getLogger("cnnbench.runtime")
 
-RUNTIMES = ("auto", "eager", "compile", "onnx")
 TOLERANCE = 1e-4
 
 

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from . import options as O
-from .backbone import POOLINGS
 from .errors import UserError
 from .images import DEFAULT_ROTATIONS, MAX_PIXELS, VIEW_MODES, view_names
-from .runtime import RUNTIMES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+POOLINGS = ("avg", "max")  # how spatial maps become vectors
+RUNTIMES = ("auto", "eager", "compile", "onnx")
+ENGINES = ("local", "ray")
 _FLAGS = {"layers": "--layer", "spatial_levels": "--levels", "exif_orientation": "--[no-]exif-orientation",
           "fast_decode": "--[no-]fast-decode"}
 
@@ -49,6 +50,12 @@ class ExtractSettings:
     fast_decode: bool = False  # JPEG draft mode: faster on big photos, not pixel-exact (README)
     max_pixels: int | None = MAX_PIXELS  # larger images are skipped from their header (image bombs)
     exif_orientation: bool = True  # turn photos upright as their EXIF tag says
+    # where the work runs (never in the signature: both engines write the same bytes)
+    engine: str = "local"  # local (threads on this machine) | ray (Ray Data on a Ray cluster)
+    ray_address: str | None = None  # None: a Ray instance on this machine; auto: the running cluster; ray://…
+    num_workers: int = 0  # model actors; 0 = one per GPU (with gpus_per_worker), else one per two CPUs
+    cpus_per_worker: float = 1.0  # CPUs each model actor reserves (fractions allowed)
+    gpus_per_worker: float = 0.0  # GPUs each model actor reserves (fractions share a GPU); 0 = CPU actors
 
     def __post_init__(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise in place once
@@ -70,6 +77,16 @@ class ExtractSettings:
         if self.max_pixels is not None:
             put("max_pixels", O.as_int(_name("max_pixels"), self.max_pixels, min=1))
         put("exif_orientation", O.as_bool(_name("exif_orientation"), self.exif_orientation))
+        O.one_of(_name("engine"), self.engine, ENGINES)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise UserError(f"{_name('ray_address')}: {self.ray_address!r} is not allowed; expected auto, "
+                            "host:port or ray://host:port (or leave it out for a Ray instance on this machine)")
+        put("num_workers", O.as_int(_name("num_workers"), 0 if self.num_workers is None else self.num_workers, min=0))
+        put("cpus_per_worker", O.as_float(_name("cpus_per_worker"), self.cpus_per_worker, min=0))
+        put("gpus_per_worker", O.as_float(_name("gpus_per_worker"), self.gpus_per_worker, min=0))
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise UserError(f"{_name('cpus_per_worker')}: 0 CPUs and 0 GPUs per worker would let Ray start "
+                            "actors without limit; give --cpus-per-worker > 0 or --gpus-per-worker > 0")
 
     # -- making one ----------------------------------------------------------------------------------
     @classmethod

@@ -56,7 +56,7 @@ def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, monkey
 
 def test_an_image_over_the_cap_is_a_recorded_skip(tmp_path):
     from cnnbench.dataset import Item
-    from cnnbench.extract import decode_batch
+    from cnnbench.decode import decode_batch
     from cnnbench.settings import ExtractSettings
 
     from conftest import tiny_backbone
@@ -65,7 +65,7 @@ def test_an_image_over_the_cap_is_a_recorded_skip(tmp_path):
     Image.new("RGB", (200, 100)).save(big)
     Image.new("RGB", (50, 40)).save(small)
     items = [Item(id="big", image=big), Item(id="small", image=small)]
-    batch, ok, skipped = decode_batch(items, tiny_backbone(), ExtractSettings(max_pixels=10_000, box_scale=1.0, spatial_levels=4))
+    batch, ok, skipped = decode_batch(items, tiny_backbone().preprocess, ExtractSettings(max_pixels=10_000, box_scale=1.0, spatial_levels=4))
     assert [i.id for i in ok] == ["small"] and batch.shape[0] == 1
     assert skipped[0][0] == "big" and "200x100" in skipped[0][1]
 
