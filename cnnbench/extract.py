@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +41,7 @@ class ExtractResult:
     seconds: float
     resumed_from: int = 0
     cached: bool = False
+    details: dict = field(default_factory=dict)  # engine-specific: {"ray": RayRun} (timings per batch)
 
     @property
     def images_per_s(self) -> float:
@@ -143,17 +144,18 @@ def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: st
         if settings.engine == "ray":
             from . import ray_engine
 
-            skipped, runtime_name = ray_engine.run(backbone, what, items, writer, settings, progress)
+            ray_run = ray_engine.run(backbone, what, items, writer, settings, progress)
+            skipped, runtime_name, details = ray_run.skipped, ray_run.runtime, {"ray": ray_run}
         else:
             rt = build_runtime(backbone, settings, device)
             try:
                 skipped = _pipeline(backbone, what, items, writer, settings, rt, device, progress)
             finally:
                 rt.close()
-            runtime_name = rt.name
+            runtime_name, details = rt.name, {}
         _commit(writer, backbone, dataset, split, items, settings, sig, runtime_name, skipped)
         return ExtractResult(out_path, len(items) - len(skipped) - start, skipped, time.perf_counter() - t0,
-                             resumed_from=start)
+                             resumed_from=start, details=details)
     finally:
         writer.close()
 

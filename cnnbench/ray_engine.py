@@ -37,7 +37,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -162,7 +162,7 @@ def connect(address: str | None):
     except Exception as exc:  # noqa: BLE001 - ConnectionError, auth errors, bad addresses: one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         target = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
-        raise UserError(f"could not start or reach {target}: {first}. Start a cluster with `ray start --head` "
+        raise UserError(f"could not start or reach {target}: {first.rstrip('.')}. Start a cluster with `ray start --head` "
                         "(README: On a cluster); a cluster with token authentication also needs its token here "
                         "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)") from None
     _owned = True
@@ -180,11 +180,12 @@ def connect(address: str | None):
 def _decode_row(row: dict, *, preprocess: Preprocess, settings: ExtractSettings) -> dict:
     """A Ray task: one model batch's images decoded (the local engine's function)."""
     items: list[Item] = pickle.loads(row["items"])
+    t0 = time.perf_counter()
     batch, ok, skipped = decode_batch(items, preprocess, settings)
     ok_ids = {it.id for it in ok}
     return {"start": row["start"], "n": len(items), "pixels": batch,
             "ok": np.asarray([j for j, it in enumerate(items) if it.id in ok_ids], dtype=np.int64),
-            "skipped": json.dumps(skipped)}
+            "skipped": json.dumps(skipped), "decode_s": time.perf_counter() - t0}
 
 
 class _ModelWorker:
@@ -212,8 +213,11 @@ class _ModelWorker:
         from .extract import forward_batch
 
         pixels = _one(batch["pixels"])
+        t0 = time.perf_counter()
         feats = forward_batch(self.rt, pixels, self.settings, self.device)
-        out = {k: batch[k] for k in ("start", "n", "ok", "skipped")}
+        out = {k: batch[k] for k in ("start", "n", "ok", "skipped", "decode_s")}
+        out["model_s"] = np.asarray([time.perf_counter() - t0])
+        out["pixel_bytes"] = np.asarray([pixels.nbytes])
         out["runtime"] = np.asarray([self.rt.name])
         out["node"] = np.asarray([self.node])
         for i, layer in enumerate(self.settings.layers):
@@ -238,10 +242,24 @@ def _one(column):
 # -- the driver ------------------------------------------------------------------------------------
 
 
+@dataclass
+class RayRun:
+    """What a run did: its skips, the runtime its workers used, and per-batch timings (seconds) for
+    ``benchmarks/scale_out.py``: decoding (in a task), the model (in an actor), the driver's write."""
+
+    skipped: list[tuple[str, str]]
+    runtime: str
+    plan: Plan
+    decode_s: list[float] = field(default_factory=list)
+    model_s: list[float] = field(default_factory=list)
+    write_s: list[float] = field(default_factory=list)
+    images: list[int] = field(default_factory=list)
+    pixel_bytes: int = 0  # decoded pixels that went through the object store to the actors
+
+
 def run(backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter, settings: ExtractSettings,
-        progress: bool) -> tuple[list[tuple[str, str]], str]:
-    """Extract ``items`` from ``writer.next_item`` on, as the local engine would; returns this run's
-    skips and the runtime the workers used."""
+        progress: bool) -> RayRun:
+    """Extract ``items`` from ``writer.next_item`` on, as the local engine would."""
     with connect(settings.ray_address) as ray:
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         p = plan(settings, nodes)
@@ -258,11 +276,11 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
     start = writer.next_item
     rows = [{"start": s, "items": pickle.dumps(list(items[s : s + per_batch]), protocol=5)}
             for s in range(start, len(items), per_batch)]
-    skipped_all: list[tuple[str, str]] = []
+    result = RayRun([], "eager", p)
     runtimes: set[str] = set()
     nodes: Counter[str] = Counter()
     if not rows:
-        return skipped_all, "eager"
+        return result
     ctx = DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     ctx.execution_options.preserve_order = True  # rows reach the store in the local engine's order
@@ -300,8 +318,14 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
             nodes[str(np.asarray(row["node"]).reshape(-1)[0])] += 1
             for _, why in skipped:
                 log.warning("skipping unreadable image %s", why)
-            skipped_all.extend(skipped)
+            result.skipped.extend(skipped)
+            t0 = time.perf_counter()
             writer.append([i.id for i in ok], labels_array(ok), feats, next_item=s + n, skipped=skipped)
+            result.write_s.append(time.perf_counter() - t0)
+            result.decode_s.append(float(np.asarray(row["decode_s"]).reshape(-1)[0]))
+            result.model_s.append(float(np.asarray(row["model_s"]).reshape(-1)[0]))
+            result.pixel_bytes += int(np.asarray(row["pixel_bytes"]).reshape(-1)[0])
+            result.images.append(n)
             bar.update(n)
             expected = s + n
     except KeyboardInterrupt:
@@ -321,7 +345,8 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
         raise CnnbenchError(f"the Ray workers extracted with different runtimes ({', '.join(sorted(runtimes))}), so "
                             "the file would mix them; install the same packages on every node (onnxruntime) or "
                             "pass --runtime eager. Nothing was written")
-    return skipped_all, runtimes.pop() if runtimes else "eager"
+    result.runtime = runtimes.pop() if runtimes else "eager"
+    return result
 
 
 def _summary(exc: BaseException) -> str:

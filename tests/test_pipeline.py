@@ -66,6 +66,11 @@ def test_dvc_repro_runs_offline_then_only_what_changed(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale(tmp_path) == []
 
+    # where extraction runs (both engines write the same bytes): nothing is stale
+    params["extract"].update(engine="ray", ray_address="auto", num_workers=4, gpus_per_worker=0.5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale(tmp_path) == []
+
     # the engine's code: every extraction is stale
     extract_py = tmp_path / "cnnbench/extract.py"
     before = extract_py.read_text()

@@ -43,7 +43,9 @@ def test_a_split_resolves_its_own_spatial_levels_box_scale_and_layer():
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"layers": "act"}, {"rotation_angles": [1]},
-                                 {"spatial_levels": {"queries": 0}}, {"views": "all"}, {"fast_decode": "yes"}])
+                                 {"spatial_levels": {"queries": 0}}, {"views": "all"}, {"fast_decode": "yes"},
+                                 {"engine": "spark"}, {"num_workers": -1}, {"cpus_per_worker": -0.5},
+                                 {"gpus_per_worker": "one"}, {"ray_address": ""}])
 def test_a_bad_value_is_refused_when_the_object_is_made(bad):
     with pytest.raises(UserError, match=f"extract.{next(iter(bad))}"):
         ExtractSettings(**bad)
@@ -68,3 +70,11 @@ def test_a_flag_travels_to_the_feature_file(tmp_path, monkeypatch):
     sig = json.loads(store.open_info(tmp_path / "f" / "test.h5").attrs["signature"])
     assert sig["exif_orientation"] is False and sig["view_names"][-1] == "l2_r1_c1" and sig["fast_decode"] is False
     assert store.read(tmp_path / "f" / "test.h5").views == sig["view_names"]
+
+
+def test_where_work_runs_is_not_in_the_signature():
+    """Both engines write the same bytes, so engine settings never make a file stale."""
+    a = ExtractSettings(layers=("act",), box_scale=1.0, spatial_levels=4)
+    b = ExtractSettings(layers=("act",), box_scale=1.0, spatial_levels=4, engine="ray", ray_address="auto",
+                        num_workers=8, cpus_per_worker=2, gpus_per_worker=0.25)
+    assert a.signature(has_boxes=False) == b.signature(has_boxes=False)
