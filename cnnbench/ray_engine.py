@@ -177,15 +177,45 @@ def connect(address: str | None):
 # -- the workers -----------------------------------------------------------------------------------
 
 
-def _decode_row(row: dict, *, preprocess: Preprocess, settings: ExtractSettings) -> dict:
-    """A Ray task: one model batch's images decoded (the local engine's function)."""
+def _decode_row(row: dict, *, preprocess: Preprocess, settings: ExtractSettings, cwd: str) -> dict:
+    """A Ray task: one model batch's images decoded (the local engine's function), with relative
+    paths read from the driver's working directory, as the local engine reads them."""
     items: list[Item] = pickle.loads(row["items"])
     t0 = time.perf_counter()
-    batch, ok, skipped = decode_batch(items, preprocess, settings)
+    with _working_dir(cwd):
+        _check_visible(items)
+        batch, ok, skipped = decode_batch(items, preprocess, settings)
     ok_ids = {it.id for it in ok}
     return {"start": row["start"], "n": len(items), "pixels": batch,
             "ok": np.asarray([j for j, it in enumerate(items) if it.id in ok_ids], dtype=np.int64),
             "skipped": json.dumps(skipped), "decode_s": time.perf_counter() - t0}
+
+
+@contextmanager
+def _working_dir(path: str):
+    """Decode tasks run one at a time in a worker process, so changing its directory is safe."""
+    before = os.getcwd()
+    if path == before or not os.path.isdir(path):
+        yield
+        return
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _check_visible(items: Sequence[Item]) -> None:
+    """The driver listed these files, so one missing here means this node does not see the data root
+    (it is not shared): an error, not a skipped image, or a cluster would write a file of skips."""
+    for item in items:
+        if isinstance(item.image, (str, os.PathLike)) and not os.path.exists(item.image):
+            import socket
+
+            raise FileNotFoundError(
+                f"{os.fspath(item.image)} is not visible on Ray node {socket.gethostname()}, though the driver "
+                "listed it: every node must see the data root at the same path (a shared file system; README: "
+                "On a cluster)")
 
 
 class _ModelWorker:
@@ -294,7 +324,7 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # no read task (see the module docstring)
     # the memory reservation also keeps decoding out of the actors (Ray Data fuses maps whose
     # reservations are equal, and decoding inside the actor would no longer overlap the model)
-    ds = ds.map(_decode_row, fn_kwargs={"preprocess": backbone.preprocess, "settings": settings},
+    ds = ds.map(_decode_row, fn_kwargs={"preprocess": backbone.preprocess, "settings": settings, "cwd": os.getcwd()},
                 num_cpus=p.decode_cpus, memory=_decode_memory(per_batch, settings, backbone.preprocess))
     ds = ds.map_batches(_ModelWorker, batch_size=1, batch_format="numpy", zero_copy_batch=True,
                         fn_constructor_kwargs={"backbone_box": [backbone_ref], "settings": settings,

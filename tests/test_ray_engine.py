@@ -120,8 +120,12 @@ def test_flowers17_slice_identical_with_effnet(local_ray, shared_data, tmp_path)
     assert _same_bytes(tmp_path / "local.h5", tmp_path / "ray.h5")
 
 
-def test_unreadable_images_are_skipped_and_recorded_as_locally(local_ray, tmp_path):
-    root = tmp_path / "folder"
+def test_unreadable_images_are_skipped_and_recorded_as_locally(local_ray, tmp_path, monkeypatch):
+    """With a data root relative to the driver's directory, as ``data_root: data`` gives: the
+    workers, started elsewhere, read it from the driver's directory, and the skip reasons name the
+    files exactly as the local engine does."""
+    monkeypatch.chdir(tmp_path)
+    root = Path("folder")
     for split in ("train", "test"):
         for c in ("a", "b"):
             for i in range(6):
@@ -129,6 +133,7 @@ def test_unreadable_images_are_skipped_and_recorded_as_locally(local_ray, tmp_pa
     (root / "train" / "a" / "a3.png").write_bytes(b"not a png at all")
     (root / "train" / "b" / "b5.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     folder = plugins.create("dataset", "imagefolder", path=root)
+    assert not Path(folder.items("train")[0].image).is_absolute()
     local, remote = _extract_both(tiny_backbone(), folder, "train", tmp_path)
     assert len(remote.skipped) == len(local.skipped) >= 1
     assert sorted(remote.skipped) == sorted(local.skipped)
@@ -136,6 +141,16 @@ def test_unreadable_images_are_skipped_and_recorded_as_locally(local_ray, tmp_pa
 
 
 # -- faults ------------------------------------------------------------------------------------------
+
+
+def test_a_node_that_cannot_see_the_data_root_is_an_error_not_a_skip(tmp_path):
+    """The driver listed the file; a worker that cannot open it sees a different file system. Recording
+    it as an unreadable image would quietly write a file of skips."""
+    from cnnbench.dataset import Item
+
+    with pytest.raises(FileNotFoundError, match="not visible on Ray node .*same path"):
+        ray_engine._check_visible([Item("x", str(tmp_path / "on-the-driver-only.jpg"), 0)])
+    ray_engine._check_visible([Item("y", np.zeros((8, 8, 3), np.uint8), 0)])  # in-memory images need no path
 
 
 class KillOnceNet(TinyNet):
