@@ -34,34 +34,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported (it re
 import numpy as np  # noqa: E402
 
 from cnnbench import plugins  # noqa: E402
-from cnnbench.dataset import Dataset, Item  # noqa: E402
 from cnnbench.extract import extract_split  # noqa: E402
 from cnnbench.settings import ExtractSettings  # noqa: E402
+from extract_throughput import Files  # noqa: E402  (this folder: the benchmarks' list-of-JPEGs data set)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "flowers17" / "jpg"
 NETWORK_BYTES_PER_S = 1.25e9  # 10 Gbit/s, for the transfer line of the projection
-
-
-class Files(Dataset):
-    name = "bench-files"
-    splits = ("all",)
-
-    def __init__(self, paths):
-        super().__init__()
-        self.paths = list(paths)
-
-    @property
-    def classes(self):
-        return ["x"]
-
-    def items(self, split):
-        return [Item(p.name, str(p), 0) for p in self.paths]
-
-
-class Slice(Files):
-    def __init__(self, files: Files, n: int):
-        super().__init__(files.paths[:n])
 
 
 def timed_runs(backbone, data: Files, out: Path, settings: ExtractSettings, repeats: int):
@@ -70,7 +49,7 @@ def timed_runs(backbone, data: Files, out: Path, settings: ExtractSettings, repe
     runs = []
     for _ in range(repeats):
         walls = []
-        for subset in (Slice(data, len(data.paths) // 2), data):
+        for subset in (Files(data.paths[: len(data.paths) // 2]), data):
             t0 = time.perf_counter()
             res = extract_split(backbone, subset, "all", out, settings, progress=False, overwrite=True)
             walls.append(time.perf_counter() - t0)
