@@ -5,14 +5,15 @@
 Extracts the same Flowers-17 photos (../shared/data, or --folder) with effnet-lite0, ``--repeats``
 times each, with
   (a) the local engine (decode threads + the model, on this machine's cores);
-  (b) the Ray engine on a Ray instance on this machine (the same cores);
+  (b) the Ray engine on a Ray instance on this machine (the same cores), with its default one
+      model thread per CPU reserved, and with as many model threads as the local engine uses;
   (c) the Ray engine on a simulated two-node cluster (``ray.cluster_utils.Cluster``: the same
       cores split into two 1-CPU nodes, 2 workers x 0.5 CPU);
 and prints, per configuration, the median images/s end to end (what a user waits for, worker
 start-up included; not the start of the Ray instance itself, which a cluster pays once) and in
-steady state (the marginal rate between extracting half and all of the images, so that fixed costs
-cancel alike for both engines), their ratios to the local engine, the fixed cost this implies, and
-whether the files are byte-identical. Then, from the per-batch timings the Ray engine records
+steady state (the second half of the batches, timed where both engines hand a batch to the store),
+their ratios to the local engine, the fixed cost this implies (start-up; on a 2-core machine the
+decode tasks that run ahead also slow the actors' start), and whether the files are byte-identical. Then, from the per-batch timings the Ray engine records
 (decode task, model actor, driver write, pixel bytes through the object store), the projected
 throughput on N such workers and which stage limits it.
 """
@@ -36,6 +37,7 @@ import numpy as np  # noqa: E402
 from cnnbench import plugins  # noqa: E402
 from cnnbench.extract import extract_split  # noqa: E402
 from cnnbench.settings import ExtractSettings  # noqa: E402
+from cnnbench.store import StoreWriter  # noqa: E402
 from extract_throughput import Files  # noqa: E402  (this folder: the benchmarks' list-of-JPEGs data set)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,26 +46,40 @@ NETWORK_BYTES_PER_S = 1.25e9  # 10 Gbit/s, for the transfer line of the projecti
 
 
 def timed_runs(backbone, data: Files, out: Path, settings: ExtractSettings, repeats: int):
-    """``repeats`` rounds of a fresh extraction of the first half of the images, then of all of them;
-    returns ([(wall half, wall all, result of all)], sha256 of the file of all)."""
+    """``repeats`` fresh extractions; returns ([(wall seconds, result, arrival times)], file sha256).
+    Arrivals are the moments each batch is handed to the store, taken the same way for both engines."""
     runs = []
     for _ in range(repeats):
-        walls = []
-        for subset in (Files(data.paths[: len(data.paths) // 2]), data):
+        arrivals: list[float] = []
+        real_append = StoreWriter.append
+
+        def append(self, ids, *a, **k):
+            arrivals.append(time.perf_counter())
+            return real_append(self, ids, *a, **k)
+
+        StoreWriter.append = append
+        try:
             t0 = time.perf_counter()
-            res = extract_split(backbone, subset, "all", out, settings, progress=False, overwrite=True)
-            walls.append(time.perf_counter() - t0)
-        runs.append((walls[0], walls[1], res))
+            res = extract_split(backbone, data, "all", out, settings, progress=False, overwrite=True)
+            wall = time.perf_counter() - t0
+        finally:
+            StoreWriter.append = real_append
+        runs.append((wall, res, [t - t0 for t in arrivals]))
     return runs, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
-def rates(runs, n: int) -> tuple[float, float, float]:
-    """Median images/s end to end (all images); steady state, as the marginal rate between half and
-    all of them (fixed costs such as starting workers cancel, for both engines alike); and the fixed
-    cost in seconds that this implies."""
-    half, full = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-    marginal = (n - n // 2) / max(1e-9, full - half)
-    return n / full, marginal, full - n / marginal
+def rates(runs, n: int, batch: int) -> tuple[float, float, float]:
+    """Median images/s end to end; in steady state (the second half of the batches: images over the
+    time between their arrivals, when start-up is over and every stage is busy); and the fixed cost
+    in seconds this implies (wall time minus n images at the steady rate)."""
+    end_to_end = statistics.median(n / wall for wall, _, _ in runs)
+    steady = []
+    for _, _, arr in runs:
+        k = len(arr) // 2 - 1  # the batch before the second half
+        steady.append(batch * (len(arr) - 1 - k) / max(1e-9, arr[-1] - arr[k]))
+    steady_rate = statistics.median(steady)
+    fixed = statistics.median(wall - n / steady_rate for wall, _, _ in runs)
+    return end_to_end, steady_rate, fixed
 
 
 def ray_local(cpus: int):
@@ -141,6 +157,10 @@ def main() -> None:
             runs, hashes["ray"] = timed_runs(backbone, data, tmp / "ray.h5", ExtractSettings(engine="ray", **base),
                                              args.repeats)
             results[f"ray, this machine ({cores} CPU)"] = runs
+            # the local engine runs the model on every core beside its decode thread: the same here
+            same = ExtractSettings(engine="ray", threads_per_worker=cores, **base)
+            runs, hashes["ray-threads"] = timed_runs(backbone, data, tmp / "ray-threads.h5", same, args.repeats)
+            results[f"  same, {cores} model threads"] = runs
         finally:
             ray.shutdown()
 
@@ -153,11 +173,11 @@ def main() -> None:
             ray.shutdown()
             cluster.shutdown()
 
-    local_e2e, local_steady, _ = rates(results["local engine"], n)
+    local_e2e, local_steady, _ = rates(results["local engine"], n, args.batch_size)
     print(f"{n} Flowers-17 JPEGs, effnet-lite0, batch {args.batch_size}, median of {args.repeats}, {cores} cores")
     print(f"{'configuration':<34} {'end to end':>12} {'ratio':>7} {'steady':>10} {'ratio':>7} {'fixed':>7}")
     for name, runs in results.items():
-        e2e, steady, fixed = rates(runs, n)
+        e2e, steady, fixed = rates(runs, n, args.batch_size)
         print(f"{name:<34} {e2e:>7.1f} im/s {e2e / local_e2e:>7.2f} {steady:>5.1f} im/s {steady / local_steady:>7.2f} "
               f"{fixed:>6.1f}s")
     same = len(set(hashes.values())) == 1

@@ -283,6 +283,8 @@ def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
 @click.option("--cpus-per-worker", type=float, help="CPUs each Ray model worker reserves (default 1; fractions allowed).")
 @click.option("--gpus-per-worker", type=float, help="GPUs each Ray model worker reserves (default 0: CPU workers; "
                                                     "0.5: two workers share a GPU).")
+@click.option("--threads-per-worker", type=int, help="Intra-op threads of each Ray model worker (default: its "
+                                                     "whole CPUs, at least 1).")
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
@@ -290,7 +292,7 @@ def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
                 device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
-                fast_decode, engine, ray_address, num_workers, cpus_per_worker, gpus_per_worker, overwrite,
+                fast_decode, engine, ray_address, num_workers, cpus_per_worker, gpus_per_worker, threads_per_worker, overwrite,
                 no_progress, dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
     settings = ctx.extract_settings({
@@ -299,6 +301,7 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
         "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
         "fast_decode": fast_decode, "engine": engine, "ray_address": ray_address, "num_workers": num_workers,
         "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
+        "threads_per_worker": threads_per_worker,
     })
     _extract(ctx, backbone, dataset, settings, out=out, splits=splits, weights=weights, data_root=data_root,
              overwrite=overwrite, progress=not no_progress, dataset_opts=P.parse_assignments(dataset_opts, "-D"),

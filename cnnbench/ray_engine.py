@@ -72,7 +72,7 @@ class Plan:
 
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
-        return (f"{self.workers} model worker(s) x ({self.cpus_per_worker:g} CPU{gpu}), "
+        return (f"{self.workers} model worker(s) x ({self.cpus_per_worker:g} CPU{gpu}, {self.threads} thread(s)), "
                 f"decode tasks {self.decode_cpus:g} CPU each")
 
 
@@ -102,7 +102,7 @@ def plan(settings: ExtractSettings, nodes: Sequence[dict]) -> Plan:
     if gpw > 0 and workers * gpw > total_gpu + 1e-9:
         raise UserError(f"{workers} worker(s) x {gpw:g} GPU is more than the {total_gpu:g} GPU(s) of the cluster "
                         f"({where}); use --num-workers {int(total_gpu // gpw)}")
-    return Plan(workers, cpw, gpw, decode_cpus, threads=max(1, math.floor(cpw)))
+    return Plan(workers, cpw, gpw, decode_cpus, threads=settings.threads_per_worker or max(1, math.floor(cpw)))
 
 
 # -- connecting ------------------------------------------------------------------------------------

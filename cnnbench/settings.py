@@ -56,6 +56,7 @@ class ExtractSettings:
     num_workers: int = 0  # model actors; 0 = one per GPU (with gpus_per_worker), else one per two CPUs
     cpus_per_worker: float = 1.0  # CPUs each model actor reserves (fractions allowed)
     gpus_per_worker: float = 0.0  # GPUs each model actor reserves (fractions share a GPU); 0 = CPU actors
+    threads_per_worker: int = 0  # intra-op threads of each actor's runtime; 0 = its whole CPUs (at least 1)
 
     def __post_init__(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise in place once
@@ -84,6 +85,8 @@ class ExtractSettings:
         put("num_workers", O.as_int(_name("num_workers"), 0 if self.num_workers is None else self.num_workers, min=0))
         put("cpus_per_worker", O.as_float(_name("cpus_per_worker"), self.cpus_per_worker, min=0))
         put("gpus_per_worker", O.as_float(_name("gpus_per_worker"), self.gpus_per_worker, min=0))
+        put("threads_per_worker", O.as_int(_name("threads_per_worker"),
+                                           0 if self.threads_per_worker is None else self.threads_per_worker, min=0))
         if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
             raise UserError(f"{_name('cpus_per_worker')}: 0 CPUs and 0 GPUs per worker would let Ray start "
                             "actors without limit; give --cpus-per-worker > 0 or --gpus-per-worker > 0")

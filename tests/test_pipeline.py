@@ -67,7 +67,7 @@ def test_dvc_repro_runs_offline_then_only_what_changed(tmp_path):
     assert _stale(tmp_path) == []
 
     # where extraction runs (both engines write the same bytes): nothing is stale
-    params["extract"].update(engine="ray", ray_address="auto", num_workers=4, gpus_per_worker=0.5)
+    params["extract"].update(engine="ray", ray_address="auto", num_workers=4, gpus_per_worker=0.5, threads_per_worker=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale(tmp_path) == []
 

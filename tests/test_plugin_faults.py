@@ -100,15 +100,15 @@ def test_two_third_party_plugins_claiming_one_name_both_lose_it(site):
 
         @hookimpl
         def register_heads(register):
-            register("knn", Head)
+            register("nn-vote", Head)
             register("{own}", Head)
     """
     _install(site, "knn-a", "knn_a", source.format(own="knn-a-only"), "knn_a", "1.0")
     _install(site, "knn-b", "knn_b", source.format(own="knn-b-only"), "knn_b", "2.0")
     plugins.reset()
-    assert "knn" not in plugins.names("head") and {"knn-a-only", "knn-b-only"} <= set(plugins.names("head"))
+    assert "nn-vote" not in plugins.names("head") and {"knn-a-only", "knn-b-only"} <= set(plugins.names("head"))
     with pytest.raises(PluginError) as err:
-        plugins.create("head", "knn")
+        plugins.create("head", "nn-vote")
     msg = str(err.value)
     assert "plugin 'knn_a' (distribution knn-a 1.0)" in msg and "plugin 'knn_b' (distribution knn-b 2.0)" in msg
     assert "uninstall one of knn-a, knn-b" in msg

@@ -78,7 +78,8 @@ def test_plan_fits_half_cpu_workers_on_two_one_cpu_nodes():
     """2 x 0.5 CPU actors on two 1-CPU nodes leave 0.5 CPU per node, and decode tasks ask for 0.5:
     one fits beside each actor (a whole-CPU read task, as ``ray.data.range`` makes, would not)."""
     p = ray_engine.plan(ExtractSettings(num_workers=2, cpus_per_worker=0.5), [{"CPU": 1.0}, {"CPU": 1.0}])
-    assert (p.workers, p.cpus_per_worker, p.decode_cpus) == (2, 0.5, 0.5)
+    assert (p.workers, p.cpus_per_worker, p.decode_cpus, p.threads) == (2, 0.5, 0.5, 1)
+    assert ray_engine.plan(ExtractSettings(threads_per_worker=3), [{"CPU": 8.0}]).threads == 3
 
 
 def test_plan_defaults_and_gpus():

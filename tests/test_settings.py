@@ -76,5 +76,5 @@ def test_where_work_runs_is_not_in_the_signature():
     """Both engines write the same bytes, so engine settings never make a file stale."""
     a = ExtractSettings(layers=("act",), box_scale=1.0, spatial_levels=4)
     b = ExtractSettings(layers=("act",), box_scale=1.0, spatial_levels=4, engine="ray", ray_address="auto",
-                        num_workers=8, cpus_per_worker=2, gpus_per_worker=0.25)
+                        num_workers=8, cpus_per_worker=2, gpus_per_worker=0.25, threads_per_worker=4)
     assert a.signature(has_boxes=False) == b.signature(has_boxes=False)

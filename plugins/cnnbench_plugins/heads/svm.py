@@ -47,7 +47,7 @@ from cnnbench.head import FeatureSet, Head, l2_normalize
 from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.retrieval import signed_power
 
-from ._common import refuse_unknown
+from ._common import check_device, refuse_unknown
 
 
 @hookimpl
@@ -101,7 +101,7 @@ class LinearSVMHead(Head):
             solver = "batched" if loss == "squared_hinge" else "liblinear"
         if multiclass == "ovo" and solver == "batched":
             solver = "liblinear"  # one-vs-one runs per pair with liblinear
-        _check_device("svm: device", device, used=solver == "batched")
+        check_device("svm: device", device, used=solver == "batched")
         self.C_grid = sorted(C_grid)
         self.C, self.cv_folds, self.seed = C, cv_folds, seed
         self.loss, self.class_weight, self.max_iter = loss, class_weight, max_iter
@@ -214,25 +214,6 @@ class LinearSVMHead(Head):
                    for k, v in out.items()}
         out["C"] = C
         return out
-
-
-def _check_device(name: str, value, used: bool) -> None:
-    """A torch device name (``cpu``, ``cuda``, ``cuda:1``); a CUDA device must exist when the batched solver runs."""
-    import torch
-
-    try:
-        dev = torch.device(value) if isinstance(value, str) and value else None
-    except (RuntimeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"{name}: {value!r} is not allowed; expected a torch device: 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
-    if used and dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{name}: {value!r}: no CUDA device is available here; use device: cpu")
-    if used and dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"{name}: {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                        f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or use device: cpu")
-    if used and dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{name}: {value!r}: no Apple MPS device is available here; use device: cpu")
 
 
 def _flatten(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,164 @@
+"""``knn``: weighted k-nearest-neighbour classification on L2-normalised features, as DINO evaluates.
+
+Protocol (Caron et al. 2021, ``eval_knn.py``'s ``knn_classifier``, after Wu et al. 2018):
+
+* features: L2-normalised, so the similarity s of a test and a training image is their cosine (a
+  dot product). Features with views (N, V, D): each view is L2-normalised, the views of an image
+  are averaged into one vector and that is L2-normalised again: a kNN compares images, one vote
+  per training image (the ``svm`` head's per-view training has no kNN counterpart that keeps it);
+* each test image's k most similar training images vote with weight exp(s / T); multi-class: the
+  class with the largest total wins (ties: the lowest class index). Defaults k = 20, T = 0.07
+  (DINO's). Weights are computed as exp((s - s_max) / T), s_max the query's best similarity:
+  the same votes up to one factor per query (same argmax, same label averages), and no overflow
+  at a small T;
+* multi-label data sets (VOC 2007, UIUC, H3D): the score of class c is the weighted average of
+  the neighbours' 0/1 labels for c, over the neighbours labelled for c (-1 ignored):
+  Σ_j w_j [y_jc = 1] / Σ_j w_j [y_jc ≥ 0], 0 when none of the k is labelled. Scored like the
+  ``svm`` head: ``mAP`` (VOC 2007 11-point AP; ``ap: exact`` for non-interpolated), ``mean_auc``,
+  and the per-class ``AP/<class>``;
+* ``k`` may be a list (DINO reports 10, 20, 100, 200): one top-k search of the largest k serves
+  every k. The first k is the primary one, reported under the plain names (``accuracy``,
+  ``mean_class_accuracy``; ``mAP``, ``mean_auc``, ``AP/<class>``); every k also gives
+  ``<metric>@k=<k>``. A k above the number of training images uses them all (logged);
+* nothing is fitted or chosen: test labels are read only to score;
+* memory stays bounded: test images are searched ``chunk_size`` at a time (a chunk holds
+  ``chunk_size`` x training-images similarities), in torch on ``device`` (cpu or cuda).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from cnnbench import hookimpl
+from cnnbench import options as O
+from cnnbench.errors import UserError
+from cnnbench.head import FeatureSet, Head, l2_normalize
+from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
+
+from ._common import check_device, refuse_unknown
+
+log = logging.getLogger("cnnbench.heads.knn")
+
+MULTILABEL_METRICS = ("mAP", "mean_auc")
+MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
+
+
+@hookimpl
+def register_heads(register):
+    register("knn", KNNHead,
+             description="weighted k-nearest-neighbour vote on cosine similarity (DINO: k=20, T=0.07), "
+                         "several k at once")
+
+
+def at_k(metric: str, k: int) -> str:
+    """The name of ``metric`` at neighbourhood size ``k``."""
+    return f"{metric}@k={k}"
+
+
+class KNNHead(Head):
+    name = "knn"
+    tasks = ("multiclass", "multilabel")
+
+    def __init__(self, k=20, T: float = 0.07, chunk_size: int = 256, device: str = "cpu", ap: str = "voc07",
+                 **unknown):
+        refuse_unknown("knn", unknown, KNNHead.__init__)
+        ks = O.int_list("knn: k", k, min=1)
+        ks = list(dict.fromkeys(ks))  # a repeated k adds nothing
+        T = O.as_float("knn: T", T, min=0, min_exclusive=True,
+                       fix="the temperature of the vote weights exp(similarity / T) (DINO: 0.07)")
+        chunk_size = O.as_int("knn: chunk_size", chunk_size, min=1,
+                              fix="the number of test images searched at once (default 256); lower it to save memory")
+        ap = O.one_of("knn: ap", ap, ("voc07", "exact"))
+        check_device("knn: device", device, used=True)
+        super().__init__(k=ks if isinstance(k, (list, tuple)) else ks[0], T=T, chunk_size=chunk_size, device=device,
+                         ap=ap)
+        self.ks, self.T, self.chunk_size, self.device, self.ap = ks, T, chunk_size, device, ap
+
+    def primary_metric_for(self, task: str, metric: str | None) -> str:
+        allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
+        return metric if metric in allowed else allowed[0]
+
+    @staticmethod
+    def _prepare(features: np.ndarray) -> np.ndarray:
+        """(N, D) → L2-normalised; (N, V, D) → views L2-normalised, averaged, L2-normalised."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim == 3:
+            x = l2_normalize(x).mean(axis=1)
+        if x.ndim != 2:
+            raise UserError(f"knn: features must be (N, D) or (N, V, D), got shape {x.shape}; "
+                            "extract a pooled layer (pooling avg or max)")
+        return l2_normalize(x)
+
+    def decision_values(self, train: FeatureSet, test: FeatureSet, task: str, *,
+                        metric: str | None = None) -> dict[int, np.ndarray]:
+        """{k: scores (N_test, K)}: the weighted votes (multi-class) or label averages (multi-label)
+        of the k nearest training images. Reads ``test.features`` only."""
+        import torch
+
+        if task not in self.tasks:
+            raise UserError(f"knn: the knn head handles multiclass and multilabel data sets, not a {task} one; "
+                            "use the l2 head for retrieval data sets")
+        for which, fs in (("training", train), ("test", test)):
+            if len(fs) == 0:
+                raise UserError(f"knn: the trial's {which} selection holds no images; check the data set's split "
+                                "options and that its feature files are not empty")
+        ytr = np.asarray(train.labels)
+        if task == "multilabel" and ytr.ndim != 2:
+            raise UserError(f"knn: a multilabel data set needs (N, C) labels, got shape {ytr.shape}; "
+                            "were these features extracted for this data set?")
+        if task == "multiclass" and ytr.ndim != 1:
+            raise UserError(f"knn: a multiclass data set needs (N,) class ids, got shape {ytr.shape}; "
+                            "were these features extracted for this data set?")
+        dev = torch.device(self.device)
+        Xtr = torch.as_tensor(self._prepare(train.features), device=dev)
+        Xte = torch.as_tensor(self._prepare(test.features), device=dev)
+        n = Xtr.shape[0]
+        if max(self.ks) > n:
+            log.warning("knn: k=%d exceeds the %d training images; every training image votes", max(self.ks), n)
+        kmax = min(max(self.ks), n)
+        if task == "multiclass":
+            n_outputs = max(len(train.classes), int(ytr.max()) + 1)
+            labels = torch.as_tensor(ytr, dtype=torch.long, device=dev)
+        else:
+            n_outputs = ytr.shape[1]
+            positive = torch.as_tensor(ytr > 0, dtype=torch.float32, device=dev)
+            labelled = torch.as_tensor(ytr >= 0, dtype=torch.float32, device=dev)
+        out = {k: np.empty((len(Xte), n_outputs), dtype=np.float32) for k in self.ks}
+        for start in range(0, len(Xte), self.chunk_size):
+            sim = Xte[start:start + self.chunk_size] @ Xtr.T  # (c, N)
+            top, idx = sim.topk(kmax, dim=1)  # most similar first
+            w = torch.exp((top - top[:, :1]) / self.T)
+            for k in self.ks:
+                kk = min(k, kmax)
+                if task == "multiclass":
+                    votes = torch.zeros(len(sim), n_outputs, device=dev)
+                    votes.scatter_add_(1, labels[idx[:, :kk]], w[:, :kk])
+                else:
+                    wk = w[:, :kk, None]
+                    num = (wk * positive[idx[:, :kk]]).sum(1)
+                    den = (wk * labelled[idx[:, :kk]]).sum(1)
+                    votes = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
+                out[k][start:start + len(sim)] = votes.cpu().numpy()
+        return out
+
+    def _scores(self, task: str, dec: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        if task == "multilabel":
+            m, per_class = multilabel_map(dec, y, self.ap)
+            auc, _ = mean_auc(dec, y)
+            return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
+        pred = dec.argmax(1)
+        return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
+
+    def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
+        decisions = self.decision_values(train, test, task, metric=metric)
+        yte = np.asarray(test.labels)
+        out: dict[str, float] = {}
+        for i, k in enumerate(self.ks):
+            scores = self._scores(task, decisions[k], yte)
+            if i == 0:  # the primary k: plain names, and the per-class breakdown
+                out.update({(f"AP/{test.classes[int(n[3:])]}" if n.startswith("AP/") and int(n[3:]) < len(test.classes)
+                             else n): v for n, v in scores.items()})
+            out.update({at_k(n, k): v for n, v in scores.items() if "/" not in n})
+        return out
