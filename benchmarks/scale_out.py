@@ -104,7 +104,7 @@ def projection(runs, cpus_per_worker: float, decode_cpus_per_worker: float):
     """Projected images/s on N workers, each with its own model CPU(s) and decode CPU(s) (nodes
     shaped like this run's), from the per-batch timings of the Ray runs."""
     decode = model = write = images = pixel_bytes = 0.0
-    for _, _, res in runs:
+    for _, res, _ in runs:
         r = res.details["ray"]
         decode, model, write = decode + sum(r.decode_s), model + sum(r.model_s), write + sum(r.write_s)
         images, pixel_bytes = images + sum(r.images), pixel_bytes + r.pixel_bytes
@@ -183,7 +183,7 @@ def main() -> None:
     same = len(set(hashes.values())) == 1
     print(f"files byte-identical to the local engine: {'yes' if same else 'NO'} ({hashes['local'][:16]})")
     ray_runs = results[f"ray, this machine ({cores} CPU)"]
-    plan = ray_runs[0][2].details["ray"].plan
+    plan = ray_runs[0][1].details["ray"].plan
     projection(ray_runs, plan.cpus_per_worker, max(1.0, cores - plan.workers * plan.cpus_per_worker) / plan.workers)
     if not same:
         sys.exit(1)
