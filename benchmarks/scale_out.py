@@ -11,7 +11,7 @@ times each, with
       cores split into two 1-CPU nodes, 2 workers x 0.5 CPU);
 and prints, per configuration, the median images/s end to end (what a user waits for, worker
 start-up included; not the start of the Ray instance itself, which a cluster pays once) and in
-steady state (the second half of the batches, timed where both engines hand a batch to the store),
+steady state (every batch after the first, timed where both engines hand a batch to the store),
 their ratios to the local engine, the fixed cost this implies (start-up; on a 2-core machine the
 decode tasks that run ahead also slow the actors' start), and whether the files are byte-identical. Then, from the per-batch timings the Ray engine records
 (decode task, model actor, driver write, pixel bytes through the object store), the projected
@@ -69,14 +69,12 @@ def timed_runs(backbone, data: Files, out: Path, settings: ExtractSettings, repe
 
 
 def rates(runs, n: int, batch: int) -> tuple[float, float, float]:
-    """Median images/s end to end; in steady state (the second half of the batches: images over the
-    time between their arrivals, when start-up is over and every stage is busy); and the fixed cost
-    in seconds this implies (wall time minus n images at the steady rate)."""
+    """Median images/s end to end; in steady state (every batch after the first, over the time from
+    the first batch's arrival to the last's: start-up is over, and batches released together by the
+    ordered output are spread over the whole run); and the fixed cost in seconds this implies (wall
+    time minus n images at the steady rate)."""
     end_to_end = statistics.median(n / wall for wall, _, _ in runs)
-    steady = []
-    for _, _, arr in runs:
-        k = len(arr) // 2 - 1  # the batch before the second half
-        steady.append(batch * (len(arr) - 1 - k) / max(1e-9, arr[-1] - arr[k]))
+    steady = [batch * (len(arr) - 1) / max(1e-9, arr[-1] - arr[0]) for _, _, arr in runs]
     steady_rate = statistics.median(steady)
     fixed = statistics.median(wall - n / steady_rate for wall, _, _ in runs)
     return end_to_end, steady_rate, fixed
@@ -180,6 +178,9 @@ def main() -> None:
         e2e, steady, fixed = rates(runs, n, args.batch_size)
         print(f"{name:<34} {e2e:>7.1f} im/s {e2e / local_e2e:>7.2f} {steady:>5.1f} im/s {steady / local_steady:>7.2f} "
               f"{fixed:>6.1f}s")
+    print("(steady: every batch after the first, over the time from the first batch's arrival to the last's;\n"
+          " with several workers the ordered output can hold the first batch back and release several\n"
+          " together, which makes their steady figure an upper bound)")
     same = len(set(hashes.values())) == 1
     print(f"files byte-identical to the local engine: {'yes' if same else 'NO'} ({hashes['local'][:16]})")
     ray_runs = results[f"ray, this machine ({cores} CPU)"]
