@@ -26,6 +26,9 @@ from .jsonio import atomic_write_text
 log = logging.getLogger("cnnbench.compare")
 
 Column = tuple[str, str, str]  # dataset, head, metric
+# metrics shown beside a record's primary one: the revisited Oxford and Paris (roxford5k, rparis6k)
+# are reported as Medium and Hard side by side, as in Radenović et al. 2018 and the papers since
+SHOWN_WITH = {"mAP_medium": ("mAP_hard",)}
 
 
 @dataclass
@@ -112,7 +115,11 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
     table = Table(columns, rows)
     for rec in sorted(records, key=lambda r: (r["backbone"], r.get("layer") or "", r["dataset"], r["head"])):
         metrics = rec["metrics"]
-        names = [k for k in metrics if k != "C"] if all_metrics else [rec.get("primary_metric") or next(iter(metrics))]
+        if all_metrics:
+            names = [k for k in metrics if k != "C"]
+        else:
+            primary = rec.get("primary_metric") or next(iter(metrics))
+            names = [primary, *SHOWN_WITH.get(primary, ())]
         row = _row_name(rec, multi_layer)
         if row not in rows:
             rows.append(row)

@@ -54,6 +54,7 @@ class Dataset:
     layout: str = ""  # the expected layout under ``root``, shown when files are missing
     folder: str = ""  # default folder under the data root; empty for data sets that need no files
     box_scale: float = 1.0  # items' boxes are enlarged by this factor before cropping (CUB, H3D: 1.5)
+    box_scale_fixed: bool = False  # the protocol fixes box_scale (revisited Oxford/Paris): no override
     downloads: tuple = ()  # cnnbench.download.Download entries: the official files, for `cnnbench datasets download`
 
     def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:

@@ -225,3 +225,103 @@ def ukbench_top4(ranked_ids, positives) -> int:
     does, that mean / 4 in percent."""
     pos = set(positives)
     return int(sum(r in pos for r in list(ranked_ids)[:4]))
+
+
+# -- revisited Oxford and Paris (Radenović et al., CVPR 2018) -------------------------------------------
+
+REVISITED_SETTINGS = ("easy", "medium", "hard")
+
+
+def revisited_ground_truth(entry: dict, setting: str) -> tuple[list, list]:
+    """``(positives, junk)`` of one query in one setting of the revisited protocol, from its entry
+    ``{"easy": [...], "hard": [...], "junk": [...]}``, as revisitop's ``example_evaluate.py`` builds
+    them: Easy = easy, ignoring junk and hard; Medium = easy + hard, ignoring junk; Hard = hard,
+    ignoring junk and easy. Lists are concatenated, not merged, as ``np.concatenate`` does there."""
+    easy, hard, junk = list(entry.get("easy", [])), list(entry.get("hard", [])), list(entry.get("junk", []))
+    if setting == "easy":
+        return easy, junk + hard
+    if setting == "medium":
+        return easy + hard, junk
+    if setting == "hard":
+        return hard, junk + easy
+    raise ValueError(f"revisited setting must be one of {REVISITED_SETTINGS}, got {setting!r}")
+
+
+def revisitop_query_scores(positions: np.ndarray, junk_positions: np.ndarray, n_positives: int,
+                           kappas=(1, 5, 10)) -> tuple[float, np.ndarray]:
+    """AP and precision at each of ``kappas`` of one query, exactly as revisitop's ``compute_map``
+    (``python/evaluate.py``) scores it.
+
+    ``positions`` and ``junk_positions`` are the 0-based places of the positive and the junk images
+    in the ranking (ascending). Each positive moves up by the number of junk images ranked strictly
+    before it; AP is ``compute_ap``'s trapezoid rule over those ranks r_j (j-th retrieved positive):
+    ``sum_j (j / r_j + (j + 1) / (r_j + 1)) / 2 / n_positives`` with ``j / r_j`` taken as 1 at r_j = 0,
+    which is :func:`trapezoid_average_precision` of the junk-free ranking whenever no image is both
+    positive and junk. Precision at k, on the 1-based shifted ranks p: ``kq = min(max(p), k)``,
+    ``(p <= kq).sum() / kq`` (so it is not penalised when every positive sits above rank k). NaN for
+    both when ``n_positives`` is 0; precision 0 when positives exist but none is ranked (revisitop's
+    rankings always hold every image, so it never meets that case).
+    """
+    if n_positives <= 0:
+        return float("nan"), np.full(len(kappas), np.nan)
+    pos = np.asarray(positions, dtype=np.int64)
+    junk = np.sort(np.asarray(junk_positions, dtype=np.int64))
+    ranks = pos - np.searchsorted(junk, pos, side="left")  # junk images strictly before each positive
+    j = np.arange(len(ranks), dtype=np.float64)
+    r = ranks.astype(np.float64)
+    precision_0 = np.where(ranks == 0, 1.0, j / np.maximum(r, 1.0))
+    precision_1 = (j + 1.0) / (r + 1.0)
+    ap = float(np.sum((precision_0 + precision_1) / 2.0) / n_positives)
+    prs = np.zeros(len(kappas))
+    if len(ranks):
+        one_based = ranks + 1
+        for t, k in enumerate(kappas):
+            kq = min(int(one_based.max()), int(k))
+            prs[t] = (one_based <= kq).sum() / kq
+    return ap, prs
+
+
+def revisited_scores(order, database_ids, query_ids, ground_truth: dict, kappas=(1, 5, 10)) -> dict[str, dict]:
+    """The revisited Oxford / Paris protocol (Easy, Medium, Hard) on database rankings, exactly as
+    revisitop's ``compute_map`` with ``example_evaluate.py``'s three settings.
+
+    ``order`` (Q, N) holds database row indices, best first; ``ground_truth[query_id]`` is
+    ``{"easy": [...], "hard": [...], "junk": [...]}`` (database ids; see
+    :func:`revisited_ground_truth`). Per query and setting, :func:`revisitop_query_scores`; positives
+    absent from the database (images skipped at extraction) still count in ``|positives|``, as
+    compute_map counts every listed image. A query without positives in a setting (or without a
+    ground-truth entry) gets NaN there and is left out of that setting's means, as compute_map does.
+
+    Returns ``{setting: {"mAP": float, "mP@k": float for each k, "n_queries": int, "ap": (Q,) array,
+    "precision": (Q, len(kappas)) array}}`` for ``easy``, ``medium`` and ``hard``; means are NaN when
+    no query has a positive in that setting.
+    """
+    order = np.asarray(order)
+    db_ids = list(database_ids)
+    row_of = {i: k for k, i in enumerate(db_ids)}
+    n_db = len(db_ids)
+    kappas = tuple(int(k) for k in kappas)
+    out: dict[str, dict] = {}
+    for setting in REVISITED_SETTINGS:
+        ap = np.full(len(query_ids), np.nan)
+        prs = np.full((len(query_ids), len(kappas)), np.nan)
+        for row, qid in enumerate(query_ids):
+            entry = ground_truth.get(qid)
+            if entry is None:
+                continue
+            positives, junk = revisited_ground_truth(entry, setting)
+            is_pos = np.zeros(n_db, dtype=bool)
+            is_pos[[row_of[i] for i in positives if i in row_of]] = True
+            is_junk = np.zeros(n_db, dtype=bool)
+            is_junk[[row_of[i] for i in junk if i in row_of]] = True
+            ranked = order[row]
+            ap[row], prs[row] = revisitop_query_scores(np.flatnonzero(is_pos[ranked]), np.flatnonzero(is_junk[ranked]),
+                                                       len(positives), kappas)
+        scored = ~np.isnan(ap)
+        n = int(scored.sum())
+        res: dict = {"mAP": float(ap[scored].mean()) if n else float("nan")}
+        for t, k in enumerate(kappas):
+            res[f"mP@{k}"] = float(prs[scored, t].mean()) if n else float("nan")
+        res.update({"n_queries": n, "ap": ap, "precision": prs})
+        out[setting] = res
+    return out

@@ -128,6 +128,11 @@ class ExtractSettings:
         scale, the backbone's default layer. What the engine runs and the file records."""
         for layer in self.layers:
             backbone.resolve_layer(layer)  # an unknown layer fails before any work
+        fixed = float(getattr(dataset, "box_scale", 1.0))
+        if getattr(dataset, "box_scale_fixed", False) and self.box_scale is not None and self.box_scale != fixed:
+            raise UserError(f"{_name('box_scale')}: {self.box_scale:g} would change the query crops of "
+                            f"{dataset.name}, whose protocol crops each query to its box exactly ({fixed:g}); "
+                            "leave it unset (null) for this data set")
         return replace(
             self,
             spatial_levels=self.levels_for(split),

@@ -26,6 +26,14 @@ Two kinds of data set:
     UKBench counts the query itself as one of its 4 images: a query found in the database and not
     excluded counts as a positive even if the ground truth lists only the other three.
 
+  - ``mAP_medium`` (``roxford5k``, ``rparis6k``: the revisited protocol, Radenović et al. 2018),
+    or any ground truth whose entries carry ``"easy"`` and ``"hard"``: scored as revisitop's
+    ``compute_map`` (:func:`cnnbench.metrics.revisited_scores`) in the Easy, Medium and Hard
+    settings, reported as ``mAP_easy``, ``mAP_medium``, ``mAP_hard`` and ``mP@1_<setting>``,
+    ``mP@5_<setting>``, ``mP@10_<setting>`` (fractions); ``mAP_medium`` is the primary metric. No
+    plain ``mAP`` is reported there: it would read like the original protocol's, which it is not.
+    Queries are not database images, so ``exclude_self`` has nothing to exclude.
+
   Queries without a ground-truth entry are skipped; positives absent from the database (images
   skipped at extraction) still count in ``|positives|``, as compute_ap counts every listed image.
 
@@ -97,7 +105,12 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize, load_features
-from cnnbench.metrics import ranked_average_precision, retrieval_scores
+from cnnbench.metrics import (
+    REVISITED_SETTINGS,
+    ranked_average_precision,
+    retrieval_scores,
+    revisited_scores,
+)
 from cnnbench.retrieval import Whitening, rank_database, spatial_view_levels
 
 from ._common import refuse_unknown
@@ -106,6 +119,7 @@ log = logging.getLogger("cnnbench.heads.l2")
 
 AUTO_PCA_DIM = 500  # pca_dim: auto on retrieval data sets (the paper's)
 MIN_FIT_PER_DIM = 2  # fewer fitting descriptors per PCA dimension: a small set (see the module docstring)
+REVISITED_KAPPAS = (1, 5, 10)  # mP@k of the revisited protocol, as revisitop reports them
 
 
 class PcaFitMissing(UserError, FileNotFoundError):
@@ -122,7 +136,8 @@ class L2RetrievalHead(Head):
     name = "l2"
     tasks = ("multiclass", "retrieval")
     primary_metric = "mAP"
-    diagnostics = ("top4_score", "n_queries", "pca_dim_used", "pca_fit_size", "pca_small_set")
+    diagnostics = ("top4_score", "n_queries", "pca_dim_used", "pca_fit_size", "pca_small_set",
+                   *(f"n_queries_{s}" for s in REVISITED_SETTINGS))
 
     def __init__(self, query_batch: int = 1024, pca_dim: int | str | None = "auto", whiten: bool = True,
                  power: float = 1.0, pca_fit: str = "database", pca_layer: str | None = None,
@@ -170,7 +185,9 @@ class L2RetrievalHead(Head):
         self._levels_warned = False
 
     def primary_metric_for(self, task: str, metric: str | None) -> str:
-        return "top4" if task == "retrieval" and metric == "top4" else "mAP"
+        if task == "retrieval" and metric in ("top4", "mAP_medium"):
+            return metric
+        return "mAP"
 
     # -- descriptors ---------------------------------------------------------------------------------
     def _patches(self, fs: FeatureSet, side: int, rows=None) -> np.ndarray:
@@ -293,13 +310,14 @@ class L2RetrievalHead(Head):
                 "pca_dim_used": float(w.out_dim or X.shape[-1]), **pca}
 
     def _evaluate_retrieval(self, database: FeatureSet, queries: FeatureSet, metric: str) -> dict[str, float]:
-        if metric not in ("mAP", "top4"):
-            raise UserError(f"l2: retrieval metric must be 'mAP' (Oxford/Paris/Holidays AP) or 'top4' (UKBench), "
-                            f"got the data set's metric {metric!r}")
+        if metric not in ("mAP", "top4", "mAP_medium"):
+            raise UserError(f"l2: retrieval metric must be 'mAP' (Oxford/Paris/Holidays AP), 'top4' (UKBench) or "
+                            f"'mAP_medium' (revisited Oxford/Paris), got the data set's metric {metric!r}")
         gt = queries.extras.get("ground_truth")
         if not gt:
             raise UserError("l2: a retrieval data set must give extras['ground_truth'] = {query_id: {'positives': [...], "
                             "'junk': [...]}} in its test (queries) split; this one has none")
+        revisited = _revisited(gt, metric)
         q_rows = [i for i, qid in enumerate(queries.ids) if qid in gt]
         if not q_rows:
             raise UserError(f"l2: none of the {len(queries)} query ids appears in the ground truth "
@@ -315,6 +333,9 @@ class L2RetrievalHead(Head):
         db, q = w.transform(db_raw), w.transform(q_raw)
         order, _ = rank_database(q, db, index=self._index(len(db), db.ndim == 3, db.shape[-1]), batch=self.query_batch,
                                  faiss_index=self.faiss_index)
+        if revisited:
+            return {**_revisited_metrics(order, database.ids, [queries.ids[r] for r in q_rows], gt),
+                    "pca_dim_used": float(w.out_dim or db.shape[-1]), **pca}
         ap, top4 = retrieval_scores(order, database.ids, [queries.ids[r] for r in q_rows], gt,
                                     exclude_self=self.exclude_self,
                                     exclude_self_default=bool(queries.extras.get("exclude_self", False)))
@@ -328,3 +349,33 @@ class L2RetrievalHead(Head):
             score = float(np.mean(top4))
             out.update({"top4": score / 4.0, "top4_score": score})
         return out
+
+
+def _revisited(gt: dict, metric: str) -> bool:
+    """Whether the ground truth is the revisited protocol's: every entry carries ``easy`` and ``hard``
+    (a data set whose metric is ``mAP_medium`` must give them)."""
+    has = [("easy" in e and "hard" in e) for e in gt.values() if isinstance(e, dict)]
+    if any(has) and not all(has):
+        raise UserError(f"l2: {has.count(False)} of {len(has)} ground-truth entries lack 'easy'/'hard' while the others "
+                        "have them; a revisited data set gives both for every query (re-extract its queries split)")
+    if metric == "mAP_medium" and not (has and all(has)):
+        raise UserError("l2: the data set's metric is 'mAP_medium' (revisited protocol) but its ground truth has no "
+                        "'easy'/'hard' lists; re-extract the queries split with the revisited data set")
+    return bool(has) and all(has)
+
+
+def _revisited_metrics(order: np.ndarray, database_ids, query_ids, gt: dict) -> dict[str, float]:
+    """``mAP_<setting>``, ``mP@<k>_<setting>`` and ``n_queries_<setting>`` for Easy, Medium and Hard."""
+    scores = revisited_scores(order, database_ids, query_ids, gt, REVISITED_KAPPAS)
+    if not scores["medium"]["n_queries"]:
+        raise UserError("l2: no query has a positive (easy or hard) in the ground truth, or none of them was "
+                        "extracted; check the data set's ground-truth file")
+    out: dict[str, float] = {}
+    for setting in REVISITED_SETTINGS:
+        res = scores[setting]
+        out[f"mAP_{setting}"] = res["mAP"]
+        for k in REVISITED_KAPPAS:
+            out[f"mP@{k}_{setting}"] = res[f"mP@{k}"]
+        out[f"n_queries_{setting}"] = float(res["n_queries"])
+    out["n_queries"] = float(scores["medium"]["n_queries"])
+    return out
