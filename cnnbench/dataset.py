@@ -8,6 +8,8 @@ re-splits (e.g. Flowers-17's three random 40/20/20 splits) need no re-extraction
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,15 @@ class Dataset:
     box_scale: float = 1.0  # items' boxes are enlarged by this factor before cropping (CUB, H3D: 1.5)
     box_scale_fixed: bool = False  # the protocol fixes box_scale (revisited Oxford/Paris): no override
     downloads: tuple = ()  # cnnbench.download.Download entries: the official files, for `cnnbench datasets download`
+    fewshot = None  # a cnnbench.fewshot.FewShot when the options ``shots`` (…) are given; see __init_subclass__
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every data set accepts the few-shot options (``shots``, ``shots_trials``, ``shots_seed``,
+        :mod:`cnnbench.fewshot`) beside its own: they are taken off before its constructor runs, so
+        no plugin needs to know them, and its signature shows them."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _accepting_fewshot(cls.__dict__["__init__"])
 
     def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:
         """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``."""
@@ -115,6 +126,38 @@ class Dataset:
     def _require_split(self, split: str) -> None:
         if split not in self.splits:
             raise ValueError(f"data set {self.name!r} has splits {list(self.splits)}, not {split!r}")
+
+
+def _accepting_fewshot(init):
+    """``init`` that also takes the few-shot options; the outermost constructor checks and keeps them."""
+    from . import fewshot as F
+
+    if getattr(init, "_takes_fewshot", False):
+        return init
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        given = {k: kwargs.pop(k) for k in F.KEYS if k in kwargs}
+        init(self, *args, **kwargs)
+        if given:  # an inner (super().__init__) call never gets them: the outer one took them off
+            name = getattr(self, "name", "") or type(self).__name__
+            spec = F.parse(name, **given)
+            if spec is not None and getattr(self, "task", "multiclass") != "multiclass":
+                raise UserError(f"{name}: shots: few-shot evaluation draws k images per class, which needs a "
+                                f"multi-class data set; {name} is {self.task}; leave shots out")
+            self.fewshot = spec
+
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None) for k in F.KEYS
+             if k not in sig.parameters]
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    wrapper.__signature__ = sig.replace(parameters=params[:at] + extra + params[at:])
+    wrapper._takes_fewshot = True
+    return wrapper
+
+
+Dataset.__init__ = _accepting_fewshot(Dataset.__init__)
 
 
 def default_data_root() -> Path:

@@ -10,6 +10,10 @@ trials, plus ``<name>_std`` (their standard deviation) when there are several tr
 
     {"accuracy": 0.947, "accuracy_std": 0.004, "mean_class_accuracy": 0.946, "mean_class_accuracy_std": 0.005}
 
+With the data-set option ``shots`` (:mod:`cnnbench.fewshot`) it also holds ``<metric>@<k>shot`` and
+``<metric>@<k>shot_std`` per k: the mean and spread over every seeded draw of every trial; the run
+record's ``fewshot`` keeps the options and each draw's scores and drawn-ids SHA-256.
+
 Flat, because ``dvc metrics show`` makes a column of every numeric leaf of every metrics file:
 flat names give one column per metric, the same column for the same metric on every data set,
 and nothing else, so the table reads as results. Left out, because each would be a column of its
@@ -93,6 +97,12 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     means = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
     spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
     skipped = sum(i.attrs.get("n_skipped", 0) for i in infos.values())
+    fewshot = getattr(dataset, "fewshot", None)
+    extra = {}
+    if fewshot is not None:
+        shot_means, shot_spread, extra["fewshot"] = _fewshot(sets, trials, dataset, head, fewshot)
+        means.update(shot_means)
+        spread.update(shot_spread)
     return {
         "backbone": backbone,
         "layer": layer or info.attrs.get("default_layer"),
@@ -113,7 +123,46 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
             "features_dir": str(features_dir),
             "features": {split: _feature_provenance(i) for split, i in infos.items()},
         },
+        **extra,
     }
+
+
+def _fewshot(sets: dict[str, FeatureSet], trials, dataset: Dataset, head: Head, spec) -> tuple[dict, dict, dict]:
+    """Every trial x every k x every draw (:mod:`cnnbench.fewshot`): k training images per class, the
+    trial's test images. Returns the means and spreads over draws (and trials) per ``<metric>@<k>shot``,
+    and the run record's ``fewshot`` entry: the options and every draw's scores and drawn-ids hash."""
+    from . import fewshot as F
+    from .errors import UserError
+
+    draws = []
+    for trial in trials:
+        pool = _gather(sets, trial.train)
+        test = _gather(sets, trial.test)
+        required = np.unique(test.labels) if np.asarray(test.labels).ndim == 1 else None
+        sizes = {split: len(fs) for split, fs in sets.items()}
+        for k in spec.shots:
+            for t in range(spec.trials):
+                positions = F.draw(pool.labels, k, spec.seed, t, trial=trial.name, required=required,
+                                   class_names=list(pool.classes), dataset=dataset.name)
+                train = _gather(sets, F.select(trial.train, sizes, positions))
+                try:
+                    scores = head.evaluate(train, test, dataset.task, metric=dataset.metric)
+                except UserError as exc:
+                    raise UserError(f"{dataset.name}: {k}-shot draw {t} of trial {trial.name!r}: {exc}") from exc
+                draws.append({"trial": trial.name, "shots": k, "draw": t, "n_train": len(train), "n_test": len(test),
+                              "ids_sha256": F.ids_sha256(train.ids), **scores})
+    skip = {"n_train", "n_test", "shots", "draw", *head.diagnostics}
+    means, spread = {}, {}
+    for k in spec.shots:
+        mine = [d for d in draws if d["shots"] == k]
+        keys = [n for n, v in mine[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and n not in skip and "/" not in n]
+        for n in keys:
+            values = [d[n] for d in mine]
+            means[F.metric_name(n, k)] = float(np.mean(values))
+            if len(values) > 1:
+                spread[F.metric_name(n, k)] = float(np.std(values))
+    return means, spread, {**spec.as_dict(), "draws": draws}
 
 
 def _primary_metric(head: Head, dataset: Dataset) -> str | None:
