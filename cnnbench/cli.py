@@ -371,7 +371,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @pass_ctx
 def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper) -> None:
     """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
-    from .compare import build_table, load_records, render_terminal, write_reports
+    from .compare import (build_table, fewshot_curves, fewshot_markdown, load_records, render_fewshot_png,
+                          render_terminal, write_reports)
 
     settings = ctx.params.get("compare") or {}
     baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
@@ -390,6 +391,13 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     render_terminal(table)
     write_reports(table, markdown, csv_path, png=png, long_csv=long_csv)
     click.echo(f"wrote {markdown}, {csv_path}, {long_csv} and {png}")
+    curves = fewshot_curves(records)
+    if curves:  # results with `shots`: the few-shot curve and its table
+        from .jsonio import atomic_write_text
+
+        atomic_write_text(reports / "fewshot.md", fewshot_markdown(curves))
+        render_fewshot_png(curves, reports / "fewshot.png")
+        click.echo(f"wrote {reports / 'fewshot.md'} and {reports / 'fewshot.png'} (few-shot curves)")
 
 
 def run() -> None:  # console-script entry point

@@ -8,6 +8,8 @@ Every other row's value is followed by its difference to the *baseline* row in t
 such as ``CNN-ss`` / ``CNNaug-SVM``, or a measured row's name). Outputs: a terminal table,
 Markdown, a wide CSV (values and differences), a long CSV (one row per cell: what ``dvc plots``
 reads) and a PNG bar chart grouped by data set with the paper's numbers as reference marks.
+Results with few-shot metrics (``<metric>@<k>shot``, :mod:`cnnbench.fewshot`) also give a few-shot
+curve (the primary metric against shots, one line per backbone and head) as a PNG and a table.
 """
 
 from __future__ import annotations
@@ -278,3 +280,73 @@ def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: st
         atomic_write_text(long_csv, to_long_csv(table))
     if png:
         render_png(table, png)
+
+
+# -- few-shot curves ------------------------------------------------------------------------------------
+
+Curve = list[tuple[int, float, float]]  # (shots, mean %, std %)
+
+
+def fewshot_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, Curve]]:
+    """``{(dataset, metric): {"backbone · head": [(k, mean, std), ...]}}`` for each record's primary
+    metric, from its ``<metric>@<k>shot`` entries (and ``…_std``)."""
+    from .fewshot import split_metric_name
+
+    curves: dict[tuple[str, str], dict[str, Curve]] = {}
+    for rec in records:
+        metrics = rec["metrics"]
+        primary = rec.get("primary_metric") or next(iter(metrics))
+        points = []
+        for name, value in metrics.items():
+            parsed = split_metric_name(name)
+            if parsed and parsed[0] == primary:
+                std = metrics.get(f"{name}_std", rec.get("std", {}).get(name, 0.0)) or 0.0
+                points.append((parsed[1], 100.0 * float(value), 100.0 * float(std)))
+        if points:
+            label = f"{rec['backbone']} · {rec['head']}"
+            curves.setdefault((rec["dataset"], primary), {})[label] = sorted(points)
+    return curves
+
+
+def fewshot_markdown(curves: dict[tuple[str, str], dict[str, Curve]]) -> str:
+    out = []
+    for (dataset, metric), lines in sorted(curves.items()):
+        shots = sorted({k for pts in lines.values() for k, _, _ in pts})
+        out.append(f"### {dataset} · {metric} (%), by training images per class\n")
+        out.append("| backbone · head | " + " | ".join(f"{k}-shot" for k in shots) + " |")
+        out.append("|---|" + "---:|" * len(shots))
+        for label, pts in sorted(lines.items()):
+            by_k = {k: (m, s) for k, m, s in pts}
+            cells = [f"{by_k[k][0]:.1f} ± {by_k[k][1]:.1f}" if k in by_k else "—" for k in shots]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: str | os.PathLike) -> None:
+    """One panel per (data set, metric): the metric against shots (log scale), mean ± std over draws."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    panels = sorted(curves.items())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), dpi=120, squeeze=False)
+    for ax, ((dataset, metric), lines) in zip(axes[0], panels):
+        for label, pts in sorted(lines.items()):
+            ks, means, stds = zip(*pts)
+            ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({k for pts in lines.values() for k, _, _ in pts}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("training images per class")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

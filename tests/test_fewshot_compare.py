@@ -1,0 +1,29 @@
+"""compare's few-shot curve: the primary metric against shots, one line per backbone and head."""
+
+from __future__ import annotations
+
+from cnnbench.compare import fewshot_curves, fewshot_markdown, render_fewshot_png
+
+
+def _record(backbone, head, metrics):
+    return {"backbone": backbone, "dataset": "flowers17", "head": head, "primary_metric": "mean_class_accuracy",
+            "metrics": metrics}
+
+
+def test_curves_take_the_primary_metric_per_shot_with_its_spread(tmp_path):
+    records = [
+        _record("effnet-lite0", "logreg", {"mean_class_accuracy": 0.95, "mean_class_accuracy@1shot": 0.50,
+                                           "mean_class_accuracy@1shot_std": 0.04, "mean_class_accuracy@5shot": 0.80,
+                                           "mean_class_accuracy@5shot_std": 0.02, "accuracy@5shot": 0.99}),
+        _record("effnet-lite0", "svm", {"mean_class_accuracy": 0.94}),  # no few-shot results: no line
+    ]
+    curves = fewshot_curves(records)
+    assert curves == {("flowers17", "mean_class_accuracy"): {"effnet-lite0 · logreg": [(1, 50.0, 4.0), (5, 80.0, 2.0)]}}
+    md = fewshot_markdown(curves)
+    assert "| effnet-lite0 · logreg | 50.0 ± 4.0 | 80.0 ± 2.0 |" in md and "1-shot" in md and "svm" not in md
+    render_fewshot_png(curves, tmp_path / "fewshot.png")
+    assert (tmp_path / "fewshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_fewshot_results_no_curves():
+    assert fewshot_curves([_record("a", "svm", {"mean_class_accuracy": 0.9})]) == {}
