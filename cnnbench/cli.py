@@ -371,8 +371,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @pass_ctx
 def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper) -> None:
     """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
-    from .compare import (build_table, fewshot_curves, fewshot_markdown, load_records, render_fewshot_png,
-                          render_terminal, write_reports)
+    from .compare import (build_table, fewshot_curves, fewshot_markdown, layer_curves, load_records,
+                          render_fewshot_png, render_layers_png, render_terminal, write_reports)
 
     settings = ctx.params.get("compare") or {}
     baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
@@ -398,6 +398,10 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
         atomic_write_text(reports / "fewshot.md", fewshot_markdown(curves))
         render_fewshot_png(curves, reports / "fewshot.png")
         click.echo(f"wrote {reports / 'fewshot.md'} and {reports / 'fewshot.png'} (few-shot curves)")
+    per_layer = layer_curves(records)
+    if per_layer:  # backbones evaluated on several layers: which one transfers best
+        render_layers_png(per_layer, reports / "layers.png")
+        click.echo(f"wrote {reports / 'layers.png'} (metric per layer)")
 
 
 def run() -> None:  # console-script entry point

@@ -9,7 +9,8 @@ such as ``CNN-ss`` / ``CNNaug-SVM``, or a measured row's name). Outputs: a termi
 Markdown, a wide CSV (values and differences), a long CSV (one row per cell: what ``dvc plots``
 reads) and a PNG bar chart grouped by data set with the paper's numbers as reference marks.
 Results with few-shot metrics (``<metric>@<k>shot``, :mod:`cnnbench.fewshot`) also give a few-shot
-curve (the primary metric against shots, one line per backbone and head) as a PNG and a table.
+curve (the primary metric against shots, one line per backbone and head) as a PNG and a table;
+backbones evaluated on several stored layers give a per-layer plot (which layer transfers best).
 """
 
 from __future__ import annotations
@@ -342,6 +343,62 @@ def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: st
         ax.set_xlabel("training images per class")
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# -- which layer transfers best -----------------------------------------------------------------------
+
+
+def _natural(name: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, list[tuple[str, float]]]]:
+    """``{(dataset, head, metric): {backbone: [(layer, %), ...]}}`` for backbones evaluated on more
+    than one layer (``cnnbench extract --layer A --layer B``, ``evaluate --layer``), layers in natural
+    order (``blocks.2`` before ``blocks.10``)."""
+    per: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
+    for rec in records:
+        layer = rec.get("layer")
+        if not layer:
+            continue
+        primary = rec.get("primary_metric") or next(iter(rec["metrics"]))
+        if primary in rec["metrics"]:
+            per.setdefault((rec["dataset"], rec["head"], primary), {}).setdefault(rec["backbone"], {})[layer] = (
+                100.0 * float(rec["metrics"][primary]))
+    out = {}
+    for key, backbones in per.items():
+        multi = {b: sorted(ls.items(), key=lambda kv: _natural(kv[0])) for b, ls in backbones.items() if len(ls) > 1}
+        if multi:
+            out[key] = multi
+    return out
+
+
+def render_layers_png(curves: dict, path: str | os.PathLike) -> None:
+    """One panel per (data set, head, metric): the metric per stored layer, one line per backbone."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    panels = sorted(curves.items())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), dpi=120, squeeze=False)
+    for ax, ((dataset, head, metric), lines) in zip(axes[0], panels):
+        for backbone, pts in sorted(lines.items()):
+            ax.plot([layer for layer, _ in pts], [v for _, v in pts], marker="o", label=backbone)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{dataset} · {head}", fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -27,3 +27,18 @@ def test_curves_take_the_primary_metric_per_shot_with_its_spread(tmp_path):
 
 def test_no_fewshot_results_no_curves():
     assert fewshot_curves([_record("a", "svm", {"mean_class_accuracy": 0.9})]) == {}
+
+
+def test_several_layers_of_one_backbone_give_a_curve_in_layer_order(tmp_path):
+    from cnnbench.compare import layer_curves, render_layers_png
+
+    def rec(backbone, layer, v):
+        return {"backbone": backbone, "layer": layer, "dataset": "voc2007", "head": "svm", "primary_metric": "mAP",
+                "metrics": {"mAP": v}}
+
+    records = [rec("vgg", "blocks.10", 0.70), rec("vgg", "blocks.2", 0.40), rec("vgg", "fc6", 0.77),
+               rec("effnet", "pre_logits", 0.80)]  # one layer only: no curve for it
+    curves = layer_curves(records)
+    assert curves == {("voc2007", "svm", "mAP"): {"vgg": [("blocks.2", 40.0), ("blocks.10", 70.0), ("fc6", 77.0)]}}
+    render_layers_png(curves, tmp_path / "layers.png")
+    assert (tmp_path / "layers.png").stat().st_size > 1000
