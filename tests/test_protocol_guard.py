@@ -48,14 +48,14 @@ def _fit_predict(name: str, train: FeatureSet, test: FeatureSet, monkeypatch, **
     if name == "logreg":
         dec, info = head.decision_values(train, test, "multiclass")
         return {"C": info["C"]}, {"C": dec.argmax(1)}, head.evaluate(train, test, "multiclass")
-    # svm exposes no predictions: record what it scores, through the accuracy it calls
-    from cnnbench_plugins.heads import svm
+    # svm exposes no predictions: record what it scores, through the accuracy its shared scoring calls
+    from cnnbench_plugins.heads import _common
 
     seen = []
-    real = svm.accuracy
-    monkeypatch.setattr(svm, "accuracy", lambda y, pred: seen.append(np.asarray(pred).copy()) or real(y, pred))
+    real = _common.accuracy
+    monkeypatch.setattr(_common, "accuracy", lambda y, pred: seen.append(np.asarray(pred).copy()) or real(y, pred))
     out = head.evaluate(train, test, "multiclass")
-    monkeypatch.setattr(svm, "accuracy", real)
+    monkeypatch.setattr(_common, "accuracy", real)
     return {"C": out["C"]}, {"C": seen[-1]}, out  # the last call scores the test images (CV folds come first)
 
 

@@ -4,8 +4,46 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
+
 from cnnbench import options as O
+from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.errors import UserError
+
+
+MULTILABEL_METRICS = ("mAP", "mean_auc")
+MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
+
+
+def classifier_scores(task: str, dec: np.ndarray, y: np.ndarray, ap: str = "voc07") -> dict[str, float]:
+    """What the classification heads report from decision values (N, C): mAP (``ap``: voc07 or
+    exact), mean AUC and per-class AP for multi-label sets; accuracy and mean class accuracy else."""
+    if task == "multilabel":
+        m, per_class = multilabel_map(dec, y, ap)
+        auc, _ = mean_auc(dec, y)
+        return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
+    pred = dec.argmax(1)
+    return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
+
+
+def count_outputs(head: str, task: str, train, y_train: np.ndarray, y_test: np.ndarray | None = None) -> int:
+    """Outputs a classifier needs (classes, or labels of a multi-label set), after checking that the
+    labels have the task's shape and that there is something to learn; one line otherwise."""
+    if task == "multilabel":
+        if y_train.ndim != 2:
+            raise UserError(f"{head}: a multilabel data set needs (N, C) labels, got shape {y_train.shape}; "
+                            "were these features extracted for this data set?")
+        return int(y_train.shape[1])
+    if y_train.ndim != 1:
+        raise UserError(f"{head}: a multiclass data set needs (N,) class ids, got shape {y_train.shape}; "
+                        "were these features extracted for this data set?")
+    if len(np.unique(y_train)) < 2:
+        cls = int(y_train[0])
+        name = repr(train.classes[cls]) if 0 <= cls < len(train.classes) else f"#{cls}"
+        raise UserError(f"{head}: the training images are all of one class ({name}); a classifier needs "
+                        "at least 2 classes with training images")
+    top = [int(y_train.max()) + 1] + ([int(y_test.max()) + 1] if y_test is not None and len(y_test) else [])
+    return max(len(train.classes), *top)
 
 
 def refuse_unknown(head: str, unknown: dict, init) -> None:

@@ -35,15 +35,10 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize
-from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 
-from ._common import check_device, refuse_unknown
+from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, refuse_unknown
 
 log = logging.getLogger("cnnbench.heads.knn")
-
-MULTILABEL_METRICS = ("mAP", "mean_auc")
-MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
-
 
 @hookimpl
 def register_heads(register):
@@ -143,20 +138,13 @@ class KNNHead(Head):
                 out[k][start:start + len(sim)] = votes.cpu().numpy()
         return out
 
-    def _scores(self, task: str, dec: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        if task == "multilabel":
-            m, per_class = multilabel_map(dec, y, self.ap)
-            auc, _ = mean_auc(dec, y)
-            return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
-        pred = dec.argmax(1)
-        return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         decisions = self.decision_values(train, test, task, metric=metric)
         yte = np.asarray(test.labels)
         out: dict[str, float] = {}
         for i, k in enumerate(self.ks):
-            scores = self._scores(task, decisions[k], yte)
+            scores = classifier_scores(task, decisions[k], yte, self.ap)
             if i == 0:  # the primary k: plain names, and the per-class breakdown
                 out.update({(f"AP/{test.classes[int(n[3:])]}" if n.startswith("AP/") and int(n[3:]) < len(test.classes)
                              else n): v for n, v in scores.items()})

@@ -55,16 +55,11 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize
-from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.retrieval import signed_power
 
-from ._common import check_device, refuse_unknown
+from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, count_outputs, refuse_unknown
 
 log = logging.getLogger("cnnbench.heads.logreg")
-
-MULTILABEL_METRICS = ("mAP", "mean_auc")
-MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
-
 
 @hookimpl
 def register_heads(register):
@@ -136,13 +131,6 @@ class LogisticRegressionHead(Head):
     def _pool(self, dec: np.ndarray) -> np.ndarray:
         return dec.sum(axis=1) if self.view_pooling == "sum" else dec.max(axis=1)
 
-    def _scores(self, task: str, dec: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        if task == "multilabel":
-            m, per_class = multilabel_map(dec, y, self.ap)
-            auc, _ = mean_auc(dec, y)
-            return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
-        pred = dec.argmax(1)
-        return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
 
     def _folds(self, y: np.ndarray, task: str, classes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import KFold, StratifiedKFold
@@ -184,7 +172,7 @@ class LogisticRegressionHead(Head):
             model.fit(c, rows)
             for p, (_, va) in enumerate(folds):
                 dec = self._pool(model.decision(X[va].reshape(len(va) * v, -1), p).reshape(len(va), v, -1))
-                scores[c].append(self._scores(task, dec, y[va])[metric])
+                scores[c].append(classifier_scores(task, dec, y[va], self.ap)[metric])
         mean = {c: float(np.nanmean(s)) for c, s in scores.items()}
         best = max(self.C_grid, key=lambda c: (mean[c], -c))
         return best, mean, model
@@ -204,21 +192,7 @@ class LogisticRegressionHead(Head):
             if len(fs) == 0:
                 raise UserError(f"logreg: the trial's {which} selection holds no images; check the data set's split "
                                 "options and that its feature files are not empty")
-        if task == "multilabel":
-            if ytr.ndim != 2:
-                raise UserError(f"logreg: a multilabel data set needs (N, C) labels, got shape {ytr.shape}; "
-                                "were these features extracted for this data set?")
-            n_outputs = ytr.shape[1]
-        else:
-            if ytr.ndim != 1:
-                raise UserError(f"logreg: a multiclass data set needs (N,) class ids, got shape {ytr.shape}; "
-                                "were these features extracted for this data set?")
-            if len(np.unique(ytr)) < 2:
-                cls = int(ytr[0])
-                name = repr(train.classes[cls]) if 0 <= cls < len(train.classes) else f"#{cls}"
-                raise UserError(f"logreg: the training images are all of one class ({name}); a classifier needs "
-                                "at least 2 classes with training images")
-            n_outputs = max(len(train.classes), int(ytr.max()) + 1)
+        n_outputs = count_outputs("logreg", task, train, ytr)
         info: dict[str, float] = {}
         n, v, _ = Xtr.shape
         if self.C is not None:
@@ -237,7 +211,7 @@ class LogisticRegressionHead(Head):
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         dec, info = self.decision_values(train, test, task, metric=metric)
         yte = np.asarray(test.labels)
-        out = self._scores(task, dec, yte)
+        out = classifier_scores(task, dec, yte, self.ap)
         if task == "multilabel":
             out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
                    for k, v in out.items()}

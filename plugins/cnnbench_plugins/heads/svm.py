@@ -44,20 +44,15 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, Head, l2_normalize
-from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.retrieval import signed_power
 
-from ._common import check_device, refuse_unknown
+from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, count_outputs, refuse_unknown
 
 
 @hookimpl
 def register_heads(register):
     register("svm", LinearSVMHead,
              description="linear SVM on L2-normalised features (one-vs-rest / multi-label), C by k-fold CV, view pooling")
-
-
-MULTILABEL_METRICS = ("mAP", "mean_auc")
-MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
 
 
 class LinearSVMHead(Head):
@@ -129,13 +124,6 @@ class LinearSVMHead(Head):
             return _BatchedModel(self, n_outputs)
         return _LiblinearModel(self, n_outputs)
 
-    def _scores(self, task: str, metric: str, dec: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        if task == "multilabel":
-            m, per_class = multilabel_map(dec, y, self.ap)
-            auc, _ = mean_auc(dec, y)
-            return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
-        pred = dec.argmax(1)
-        return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
 
     def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import KFold, StratifiedKFold
@@ -166,7 +154,7 @@ class LinearSVMHead(Head):
             for c in self.C_grid:  # ascending: each fit warm-starts from the previous one
                 model.fit(c)
                 dec = self._pool(model.decision(X[va]))
-                scores[c].append(self._scores(task, metric, dec, y[va])[metric])
+                scores[c].append(classifier_scores(task, dec, y[va], self.ap)[metric])
         mean = {c: float(np.nanmean(v)) for c, v in scores.items()}
         best = max(self.C_grid, key=lambda c: (mean[c], -c))
         return best, mean
@@ -185,21 +173,7 @@ class LinearSVMHead(Head):
             if len(y) == 0:
                 raise UserError(f"svm: the trial's {which} selection holds no images; check the data set's split "
                                 "options and that its feature files are not empty")
-        if task == "multilabel":
-            if ytr.ndim != 2:
-                raise UserError(f"svm: a multilabel data set needs (N, C) labels, got shape {ytr.shape}; "
-                                "were these features extracted for this data set?")
-            n_outputs = ytr.shape[1]
-        else:
-            if ytr.ndim != 1:
-                raise UserError(f"svm: a multiclass data set needs (N,) class ids, got shape {ytr.shape}; "
-                                "were these features extracted for this data set?")
-            if len(np.unique(ytr)) < 2:
-                cls = int(ytr[0])
-                name = repr(train.classes[cls]) if 0 <= cls < len(train.classes) else f"#{cls}"
-                raise UserError(f"svm: the training images are all of one class ({name}); a classifier needs "
-                                "at least 2 classes with training images")
-            n_outputs = max(len(train.classes), int(ytr.max()) + 1, int(yte.max()) + 1)
+        n_outputs = count_outputs("svm", task, train, ytr, yte)
         if self.C is not None:
             C = float(self.C)
         else:
@@ -208,7 +182,7 @@ class LinearSVMHead(Head):
         model.start(Xtr, ytr)
         model.fit(C)
         dec = self._pool(model.decision(Xte))
-        out = self._scores(task, metric, dec, yte)
+        out = classifier_scores(task, dec, yte, self.ap)
         if task == "multilabel":
             out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
                    for k, v in out.items()}
