@@ -10,7 +10,8 @@
   sub-patches. :func:`spatial_view_levels` reads the pyramid level of each sub-patch from the
   stored view names (``l{level}_r{row}_c{col}``), so a head can keep the levels it wants.
 * :func:`rank_database`: every query's database ranking (ascending distance), by an exact
-  batched matrix product (default) or a FAISS index (``faiss-cpu``) for large databases.
+  batched matrix product (default) or a FAISS index (``faiss-cpu``, :mod:`cnnbench.ann`: compressed
+  above 100k vectors, candidates re-ranked exactly) for large databases, whole-image or spatial.
 """
 
 from __future__ import annotations
@@ -125,45 +126,59 @@ def spatial_distance(query_patches: np.ndarray, db_patches: np.ndarray) -> np.nd
 
 
 def rank_database(queries: np.ndarray, database: np.ndarray, index: str = "exact", batch: int = 256,
-                  top_k: int | None = None, faiss_index: str = "Flat") -> tuple[np.ndarray, np.ndarray]:
+                  top_k: int | None = None, faiss_index: str = "auto", *, nprobe: int | None = None,
+                  rerank: int | None = None, candidates: int | None = None, train_size: int | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rank database rows for every query by ascending distance; returns (order (Q, k), distance).
 
-    2-D inputs (one descriptor per image): ``index`` ``exact`` (batched matrix product, stable sort:
-    ties keep database order) or ``faiss`` (``faiss_index``, a FAISS factory string; ``Flat`` is
-    exact). 3-D inputs (sub-patches or views per image) use :func:`spatial_distance`, exactly.
-    ``top_k`` (default: the whole database) truncates the ranking.
+    ``index`` ``exact``: batched matrix product, stable sort (ties keep database order); 2-D inputs
+    (one descriptor per image) use the L2 distance, 3-D inputs (sub-patches or views per image)
+    :func:`spatial_distance`. ``faiss``: a FAISS index (``faiss_index``, a factory string, or
+    ``auto``: :func:`cnnbench.ann.default_factory` by the number of indexed vectors) trained on a
+    seeded sample (``train_size``, ``seed``), searched with ``nprobe``; its candidates (``rerank`` per
+    query, or for patches ``candidates`` per query patch, their images) are re-scored exactly, so
+    ``Flat`` ranks as ``exact`` does. ``top_k`` (default: the whole database) truncates the ranking;
+    database rows the index did not propose follow the candidates in database order.
     """
     queries, database = np.asarray(queries, np.float32), np.asarray(database, np.float32)
     n = database.shape[0]
     k = n if top_k is None else max(1, min(int(top_k), n))
-    if queries.ndim == 3 or database.ndim == 3:
-        if queries.ndim != database.ndim:
-            raise ValueError(f"queries {queries.shape} and database {database.shape}: both need a patch axis or neither")
-        if index != "exact":
-            raise ValueError(f"index={index!r}: spatial search (sub-patch features) runs exactly only; use index: exact")
+    spatial = queries.ndim == 3 or database.ndim == 3
+    if spatial and queries.ndim != database.ndim:
+        raise ValueError(f"queries {queries.shape} and database {database.shape}: both need a patch axis or neither")
+    if index == "faiss":
+        from . import ann
+
+        source = ann.ArrayRows(database)
+        factory = ann.default_factory(source.n_rows, database.shape[-1]) if faiss_index == "auto" else faiss_index
+        idx = ann.build_index(source, factory, train_size=train_size, seed=seed,
+                              nprobe=ann.DEFAULT_NPROBE if nprobe is None else nprobe)
+        if spatial:
+            return ann.search_spatial(idx, queries, source, k,
+                                      ann.DEFAULT_CANDIDATES if candidates is None else candidates)
+        return ann.search(idx, queries, source, k, ann.DEFAULT_RERANK if rerank is None else rerank, batch)
+    if index != "exact":
+        raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
+    if spatial:
         pq, pd = queries.shape[1], database.shape[1]
         step = max(1, int(batch * 64 * 1024 // max(1, pq * n * pd)))  # about batch·64k distances per step
         dist = np.concatenate([spatial_distance(queries[s:s + step], database) for s in range(0, len(queries), step)])
         return _topk(dist, k)
-    if index == "exact":
-        orders, dists = [], []
-        for s in range(0, len(queries), batch):
-            o, d = _topk(np.sqrt(_sq_dist(queries[s:s + batch], database)), k)
-            orders.append(o)
-            dists.append(d)
-        return np.concatenate(orders), np.concatenate(dists)
-    if index == "faiss":
-        try:
-            import faiss
-        except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-            raise ImportError("index=faiss needs faiss-cpu: pip install faiss-cpu") from exc
-        idx = faiss.index_factory(database.shape[1], faiss_index, faiss.METRIC_L2)
-        if not idx.is_trained:
-            idx.train(database)
-        idx.add(database)
-        d2, order = idx.search(np.ascontiguousarray(queries), k)
-        return order.astype(np.int64), np.sqrt(np.maximum(d2, 0))
-    raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
+    orders, dists = [], []
+    for s in range(0, len(queries), batch):
+        o, d = _topk(np.sqrt(_sq_dist(queries[s:s + batch], database)), k)
+        orders.append(o)
+        dists.append(d)
+    return np.concatenate(orders), np.concatenate(dists)
+
+
+def check_factory(factory: str, dim: int, option: str = "faiss_index") -> None:
+    """Fail early, with a one-line :class:`~cnnbench.errors.UserError` naming ``option``, on a FAISS
+    factory string that cannot build an index of ``dim`` dimensions (plugins reach
+    :mod:`cnnbench.ann` through here)."""
+    from .ann import make_index
+
+    make_index(factory, dim, option)
 
 
 def _topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -197,13 +197,7 @@ def test_heads_refuse_the_wrong_kind_of_data_set_and_one_class_training():
         plugins.create("head", "svm", C=1.0).evaluate(one, one, "multiclass")
 
 
-def test_l2_faiss_on_patch_features_and_a_bad_faiss_index_are_user_errors():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(2), 5)
-    patches = FeatureSet(rng.standard_normal((10, 5, 8)).astype(np.float32), y,
-                         np.array([f"i{k}" for k in range(10)], dtype=object), ["a", "b"])
-    with pytest.raises(UserError, match="index: 'faiss'.*exact"):
-        plugins.create("head", "l2", index="faiss", levels=None).evaluate(patches, patches, "multiclass")
+def test_l2_a_bad_faiss_index_is_a_user_error():
     flat = _fs([5, 5], dim=8)
     pytest.importorskip("faiss")
     with pytest.raises(UserError, match="faiss_index: 'NoSuchIndex'"):

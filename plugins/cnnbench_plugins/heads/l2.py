@@ -53,10 +53,16 @@ keeps the first levels of each side (an override for experiments; deeper than st
 The distance is :func:`cnnbench.retrieval.spatial_distance` (min over database patches, mean over
 query patches). Any other view axis (the 16 jittered views the paper uses for Holidays and
 UKBench, or views without names) is used as is with the same distance; ``levels`` does not apply.
-``multi_vector: mean`` instead averages the views into one descriptor. Spatial search is exact;
-``index: faiss`` (or ``auto`` with a database of at least ``faiss_min_database`` images) indexes
-single-descriptor databases with FAISS (``faiss_index``, a factory string; ``Flat`` is exact and
-ranks as the exact search does).
+``multi_vector: mean`` instead averages the views into one descriptor.
+
+Large galleries: ``index: faiss`` (or ``auto`` with a database of at least ``faiss_min_database``
+images) searches with a FAISS index (:mod:`cnnbench.ann`): ``faiss_index`` is a FAISS factory string,
+or ``auto`` (default): ``Flat`` (exact) below 100k indexed vectors, ``IVF{4·sqrt(N)},PQ{D/4}`` (PQ
+codes ≥ 8x smaller than float32) from there on, trained on a seeded sample (``train_size``,
+``seed``) and searched with ``nprobe`` lists. The index only proposes candidates: ``rerank`` per
+query (whole-image search), or for spatial search ``candidates`` patches per query patch, whose
+images are re-scored exactly with the spatial distance; so ``Flat`` ranks exactly as ``index:
+exact`` does. Database images no candidate named follow the re-ranked ones in database order.
 
 PCA-whitening on small sets. Whitening divides each principal component by the square root of its
 eigenvalue, so components estimated from too few descriptors (noise) get the same weight as real
@@ -111,7 +117,12 @@ from cnnbench.metrics import (
     retrieval_scores,
     revisited_scores,
 )
-from cnnbench.retrieval import Whitening, rank_database, spatial_view_levels
+from cnnbench.retrieval import (
+    Whitening,
+    check_factory,
+    rank_database,
+    spatial_view_levels,
+)
 
 from ._common import refuse_unknown
 
@@ -141,7 +152,9 @@ class L2RetrievalHead(Head):
 
     def __init__(self, query_batch: int = 1024, pca_dim: int | str | None = "auto", whiten: bool = True,
                  power: float = 1.0, pca_fit: str = "database", pca_layer: str | None = None,
-                 index: str = "exact", faiss_min_database: int = 100_000, faiss_index: str = "Flat",
+                 index: str = "exact", faiss_min_database: int = 100_000, faiss_index: str = "auto",
+                 nprobe: int = 32, rerank: int = 1000, candidates: int = 500, train_size: int | None = None,
+                 seed: int = 0,
                  levels: list[int] | tuple[int, int] | None = None, multi_vector: str = "min_mean",
                  exclude_self: bool | None = None, **unknown):
         refuse_unknown("l2", unknown, L2RetrievalHead.__init__)
@@ -165,7 +178,16 @@ class L2RetrievalHead(Head):
                                       fix="the database size from which index: auto uses FAISS")
         if not (isinstance(faiss_index, str) and faiss_index):
             raise UserError(f"l2: faiss_index: {faiss_index!r} is not allowed; expected a FAISS index factory string "
-                            "such as 'Flat' (exact) or 'IVF256,Flat'")
+                            "such as 'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
+        nprobe = O.as_int("l2: nprobe", nprobe, min=1, fix="the IVF lists visited per query (default 32)")
+        rerank = O.as_int("l2: rerank", rerank, min=1,
+                          fix="the candidates per query re-scored exactly with index: faiss (default 1000)")
+        candidates = O.as_int("l2: candidates", candidates, min=1,
+                              fix="the patches retrieved per query patch in spatial search with index: faiss (default 500)")
+        if train_size is not None:
+            train_size = O.as_int("l2: train_size", train_size, min=1,
+                                  fix="the vectors a FAISS index is trained on, or null for 32 per IVF list")
+        seed = O.as_int("l2: seed", seed, min=0, fix="the seed of the FAISS training sample")
         if levels is not None:
             if len(O.as_list("l2: levels", levels, allow_scalar=False)) != 2:
                 raise UserError(f"l2: levels: {levels!r} is not allowed; expected [h_database, h_queries], two "
@@ -176,10 +198,13 @@ class L2RetrievalHead(Head):
             exclude_self = O.as_bool("l2: exclude_self", exclude_self)
         super().__init__(query_batch=query_batch, pca_dim=pca_dim, whiten=whiten, power=power, pca_fit=pca_fit,
                          pca_layer=pca_layer, index=index, faiss_min_database=faiss_min_database,
-                         faiss_index=faiss_index, levels=levels, multi_vector=multi_vector, exclude_self=exclude_self)
+                         faiss_index=faiss_index, nprobe=nprobe, rerank=rerank, candidates=candidates,
+                         train_size=train_size, seed=seed, levels=levels, multi_vector=multi_vector,
+                         exclude_self=exclude_self)
         self.query_batch, self.pca_dim, self.whiten, self.power = query_batch, pca_dim, whiten, power
         self.pca_fit, self.pca_layer, self.index = pca_fit, pca_layer, index
         self.faiss_min_database, self.faiss_index = faiss_min_database, faiss_index
+        self.nprobe, self.rerank, self.candidates, self.train_size, self.seed = nprobe, rerank, candidates, train_size, seed
         self.levels = None if levels is None else (levels[0], levels[1])
         self.multi_vector, self.exclude_self = multi_vector, exclude_self
         self._levels_warned = False
@@ -260,25 +285,26 @@ class L2RetrievalHead(Head):
         return Whitening(dim, self.whiten, self.power).fit(fit_on), info
 
     def _index(self, n_database: int, spatial: bool, dim: int) -> str:
+        """``exact`` or ``faiss`` for this database (``auto``: by size); a bad ``faiss_index`` fails here, early."""
         index = self.index
         if index == "auto":
-            index = "faiss" if n_database >= self.faiss_min_database and not spatial else "exact"
-        elif index == "faiss" and spatial:
-            raise UserError("l2: index: 'faiss' cannot search patch features (spatial search or views) and runs "
-                            "exactly only; use index: exact (or auto), or multi_vector: mean for one descriptor per image")
+            index = "faiss" if n_database >= self.faiss_min_database else "exact"
         if index == "faiss":
             try:
-                import faiss
+                import faiss  # noqa: F401
             except ImportError:
                 raise UserError("l2: index: faiss needs the faiss-cpu package (pip install faiss-cpu); "
                                 "or use index: exact") from None
-            try:
-                faiss.index_factory(dim, self.faiss_index, faiss.METRIC_L2)
-            except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ message
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"l2: faiss_index: {self.faiss_index!r} is not a FAISS index factory string for "
-                                f"{dim}-dimensional descriptors ({first}); use e.g. 'Flat' (exact)") from None
+            if self.faiss_index != "auto":
+                check_factory(self.faiss_index, dim, "l2: faiss_index")
         return index
+
+    def _rank(self, queries: np.ndarray, database: np.ndarray) -> np.ndarray:
+        index = self._index(len(database), database.ndim == 3, database.shape[-1])
+        order, _ = rank_database(queries, database, index=index, batch=self.query_batch, faiss_index=self.faiss_index,
+                                 nprobe=self.nprobe, rerank=self.rerank, candidates=self.candidates,
+                                 train_size=self.train_size, seed=self.seed)
+        return order
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
@@ -299,8 +325,7 @@ class L2RetrievalHead(Head):
         x_raw = self._patches(test, 0)
         w, pca = self._whitening(db_raw, x_raw, "multiclass")
         X = w.transform(x_raw)
-        index = self._index(n, X.ndim == 3, X.shape[-1])
-        order, _ = rank_database(X, X, index=index, batch=self.query_batch, faiss_index=self.faiss_index)
+        order = self._rank(X, X)
         # drop the query itself from its ranking
         rows = np.arange(n)[:, None]
         order = order[order != rows].reshape(n, n - 1)  # a full ranking lists every image once
@@ -331,8 +356,7 @@ class L2RetrievalHead(Head):
                             "view axis or neither")
         w, pca = self._whitening(db_raw, q_raw, "retrieval")
         db, q = w.transform(db_raw), w.transform(q_raw)
-        order, _ = rank_database(q, db, index=self._index(len(db), db.ndim == 3, db.shape[-1]), batch=self.query_batch,
-                                 faiss_index=self.faiss_index)
+        order = self._rank(q, db)
         if revisited:
             return {**_revisited_metrics(order, database.ids, [queries.ids[r] for r in q_rows], gt),
                     "pca_dim_used": float(w.out_dim or db.shape[-1]), **pca}
