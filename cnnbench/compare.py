@@ -246,12 +246,7 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, n_bars + len(table.reference_rows)),
               frameon=False)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 def render_terminal(table: Table) -> None:
@@ -345,12 +340,7 @@ def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: st
         ax.set_title(dataset, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 # -- which layer transfers best -----------------------------------------------------------------------
@@ -401,6 +391,13 @@ def render_layers_png(curves: dict, path: str | os.PathLike) -> None:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    """Lay out, write atomically (a reader never sees half a PNG), close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(Path(path).name + ".tmp.png")
