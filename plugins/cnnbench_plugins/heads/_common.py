@@ -7,9 +7,10 @@ import inspect
 import numpy as np
 
 from cnnbench import options as O
-from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.errors import UserError
-
+from cnnbench.head import Head, l2_normalize
+from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
+from cnnbench.retrieval import signed_power
 
 MULTILABEL_METRICS = ("mAP", "mean_auc")
 MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
@@ -72,3 +73,50 @@ def check_device(name: str, value, used: bool) -> None:
                         f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or use device: cpu")
     if used and dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"{name}: {value!r}: no Apple MPS device is available here; use device: cpu")
+
+
+class ClassifierHead(Head):
+    """What the classification heads share: the data set's metric when it is one they score; for
+    the linear probes (svm, logreg) also the feature transform, pooling over views and the
+    cross-validation folds C is chosen on (they set ``power``, ``view_pooling``, ``cv_folds``, ``seed``)."""
+
+    tasks = ("multiclass", "multilabel")
+    example_C = 1.0  # named in the error when there are too few images to cross-validate
+
+    def primary_metric_for(self, task: str, metric: str | None) -> str:
+        allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
+        return metric if metric in allowed else allowed[0]
+
+    def _prepare(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) or (N, V, D) → power transform, L2-normalise; always (N, V, D)."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[:, None, :]
+        if x.ndim != 3:
+            raise UserError(f"{self.name}: features must be (N, D) or (N, V, D), got shape {x.shape}; "
+                            "extract a pooled layer (pooling avg or max)")
+        return l2_normalize(signed_power(x, self.power))
+
+    def _pool(self, dec: np.ndarray) -> np.ndarray:
+        return dec.sum(axis=1) if self.view_pooling == "sum" else dec.max(axis=1)
+
+    def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Seeded folds over images (stratified for multi-class sets), never over the test split."""
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if task == "multiclass":
+            present, counts = np.unique(y, return_counts=True)
+            smallest = int(counts.argmin())
+            folds = min(self.cv_folds, int(counts[smallest]))
+            if folds < 2:
+                cls = int(present[smallest])
+                name = repr(classes[cls]) if classes is not None and 0 <= cls < len(classes) else f"#{cls}"
+                raise UserError(f"{self.name}: cross-validation to choose C needs at least 2 training images per "
+                                f"class; class {name} has {int(counts[smallest])} (cv_folds: {self.cv_folds}); add "
+                                f"training images to that class, or set a fixed C (e.g. -H C={self.example_C:g}) to "
+                                "skip cross-validation")
+            return list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
+        if len(y) < self.cv_folds:
+            raise UserError(f"{self.name}: {self.cv_folds}-fold cross-validation needs at least {self.cv_folds} "
+                            f"training images, the training split has {len(y)}; lower cv_folds or set a fixed C")
+        return list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y))))

@@ -34,9 +34,9 @@ import numpy as np
 from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
-from cnnbench.head import FeatureSet, Head, l2_normalize
+from cnnbench.head import FeatureSet, l2_normalize
 
-from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, refuse_unknown
+from ._common import ClassifierHead, check_device, classifier_scores, refuse_unknown
 
 log = logging.getLogger("cnnbench.heads.knn")
 
@@ -52,9 +52,8 @@ def at_k(metric: str, k: int) -> str:
     return f"{metric}@k={k}"
 
 
-class KNNHead(Head):
+class KNNHead(ClassifierHead):
     name = "knn"
-    tasks = ("multiclass", "multilabel")
 
     def __init__(self, k=20, T: float = 0.07, chunk_size: int = 256, device: str = "cpu", ap: str = "voc07",
                  **unknown):
@@ -70,10 +69,6 @@ class KNNHead(Head):
         super().__init__(k=ks if isinstance(k, (list, tuple)) else ks[0], T=T, chunk_size=chunk_size, device=device,
                          ap=ap)
         self.ks, self.T, self.chunk_size, self.device, self.ap = ks, T, chunk_size, device, ap
-
-    def primary_metric_for(self, task: str, metric: str | None) -> str:
-        allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
-        return metric if metric in allowed else allowed[0]
 
     @staticmethod
     def _prepare(features: np.ndarray) -> np.ndarray:

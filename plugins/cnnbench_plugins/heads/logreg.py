@@ -54,10 +54,9 @@ import numpy as np
 from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
-from cnnbench.head import FeatureSet, Head, l2_normalize
-from cnnbench.retrieval import signed_power
+from cnnbench.head import FeatureSet
 
-from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, count_outputs, refuse_unknown
+from ._common import ClassifierHead, check_device, classifier_scores, count_outputs, refuse_unknown
 
 log = logging.getLogger("cnnbench.heads.logreg")
 
@@ -73,9 +72,9 @@ def cv_score_name(C: float) -> str:
     return f"cv_score@C={C:g}"
 
 
-class LogisticRegressionHead(Head):
+class LogisticRegressionHead(ClassifierHead):
     name = "logreg"
-    tasks = ("multiclass", "multilabel")
+    example_C = 10.0
     diagnostics = ("C",)
 
     def __init__(self, C_grid=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), C: float | None = None,
@@ -113,44 +112,7 @@ class LogisticRegressionHead(Head):
         if C is None:
             self.diagnostics = ("C", *(cv_score_name(c) for c in self.C_grid))
 
-    def primary_metric_for(self, task: str, metric: str | None) -> str:
-        allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
-        return metric if metric in allowed else allowed[0]
-
     # -- features, folds, scores ----------------------------------------------------------------------
-    def _prepare(self, features: np.ndarray) -> np.ndarray:
-        """(N, D) or (N, V, D) → power transform, L2-normalise; always (N, V, D)."""
-        x = np.asarray(features, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[:, None, :]
-        if x.ndim != 3:
-            raise UserError(f"logreg: features must be (N, D) or (N, V, D), got shape {x.shape}; "
-                            "extract a pooled layer (pooling avg or max)")
-        return l2_normalize(signed_power(x, self.power))
-
-    def _pool(self, dec: np.ndarray) -> np.ndarray:
-        return dec.sum(axis=1) if self.view_pooling == "sum" else dec.max(axis=1)
-
-
-    def _folds(self, y: np.ndarray, task: str, classes: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        if task == "multiclass":
-            present, counts = np.unique(y, return_counts=True)
-            smallest = int(counts.argmin())
-            folds = min(self.cv_folds, int(counts[smallest]))
-            if folds < 2:
-                cls = int(present[smallest])
-                name = repr(classes[cls]) if 0 <= cls < len(classes) else f"#{cls}"
-                raise UserError(f"logreg: cross-validation to choose C needs at least 2 training images per class; "
-                                f"class {name} has {int(counts[smallest])} (cv_folds: {self.cv_folds}); add training "
-                                f"images to that class, or set a fixed C (e.g. -H C=10) to skip cross-validation")
-            return list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
-        if len(y) < self.cv_folds:
-            raise UserError(f"logreg: {self.cv_folds}-fold cross-validation needs at least {self.cv_folds} training "
-                            f"images, the training split has {len(y)}; lower cv_folds or set a fixed C")
-        return list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y))))
-
     def _model(self, task: str, n_outputs: int):
         return (_BatchedModel if self.solver == "batched" else _SklearnModel)(self, task, n_outputs)
 

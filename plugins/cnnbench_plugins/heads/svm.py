@@ -43,10 +43,9 @@ import numpy as np
 from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
-from cnnbench.head import FeatureSet, Head, l2_normalize
-from cnnbench.retrieval import signed_power
+from cnnbench.head import FeatureSet
 
-from ._common import MULTICLASS_METRICS, MULTILABEL_METRICS, check_device, classifier_scores, count_outputs, refuse_unknown
+from ._common import ClassifierHead, check_device, classifier_scores, count_outputs, refuse_unknown
 
 
 @hookimpl
@@ -55,9 +54,8 @@ def register_heads(register):
              description="linear SVM on L2-normalised features (one-vs-rest / multi-label), C by k-fold CV, view pooling")
 
 
-class LinearSVMHead(Head):
+class LinearSVMHead(ClassifierHead):
     name = "svm"
-    tasks = ("multiclass", "multilabel")
     diagnostics = ("C",)
 
     def __init__(self, C_grid=(0.01, 0.1, 1.0, 10.0, 100.0), C: float | None = None, cv_folds: int = 3,
@@ -103,46 +101,13 @@ class LinearSVMHead(Head):
         self.solver, self.multiclass, self.power, self.view_pooling = solver, multiclass, power, view_pooling
         self.ap, self.smooth, self.tol, self.device = ap, smooth, tol, device
 
-    def primary_metric_for(self, task: str, metric: str | None) -> str:
-        allowed = MULTILABEL_METRICS if task == "multilabel" else MULTICLASS_METRICS
-        return metric if metric in allowed else allowed[0]
-
     # -- features ------------------------------------------------------------------------------------
-    def _prepare(self, features: np.ndarray) -> np.ndarray:
-        """(N, D) or (N, V, D) → power transform, L2-normalise; always (N, V, D)."""
-        x = np.asarray(features, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[:, None, :]
-        if x.ndim != 3:
-            raise UserError(f"svm: features must be (N, D) or (N, V, D), got shape {x.shape}; "
-                            "extract a pooled layer (pooling avg or max)")
-        return l2_normalize(signed_power(x, self.power))
-
     # -- one fit + decision values -------------------------------------------------------------------
     def _model(self, n_outputs: int):
         if self.solver == "batched":
             return _BatchedModel(self, n_outputs)
         return _LiblinearModel(self, n_outputs)
 
-
-    def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        if task == "multiclass":
-            present, counts = np.unique(y, return_counts=True)
-            smallest = int(counts.argmin())
-            folds = min(self.cv_folds, int(counts[smallest]))
-            if folds < 2:
-                cls = int(present[smallest])
-                name = repr(classes[cls]) if classes is not None and 0 <= cls < len(classes) else f"#{cls}"
-                raise UserError(f"svm: cross-validation to choose C needs at least 2 training images per class; class "
-                                f"{name} has {int(counts[smallest])} (cv_folds: {self.cv_folds}); add training images "
-                                f"to that class, or set a fixed C (e.g. -H C=1) to skip cross-validation")
-            return list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
-        if len(y) < self.cv_folds:
-            raise UserError(f"svm: {self.cv_folds}-fold cross-validation needs at least {self.cv_folds} training images, "
-                            f"the training split has {len(y)}; lower cv_folds or set a fixed C")
-        return list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y))))
 
     def choose_C(self, X: np.ndarray, y: np.ndarray, task: str, metric: str, n_outputs: int,
                  classes: list[str] | None = None) -> tuple[float, dict]:
@@ -158,9 +123,6 @@ class LinearSVMHead(Head):
         mean = {c: float(np.nanmean(v)) for c, v in scores.items()}
         best = max(self.C_grid, key=lambda c: (mean[c], -c))
         return best, mean
-
-    def _pool(self, dec: np.ndarray) -> np.ndarray:
-        return dec.sum(axis=1) if self.view_pooling == "sum" else dec.max(axis=1)
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         if task not in self.tasks:
