@@ -115,3 +115,15 @@ def tar_link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, target
     return info
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory):
+    """Digits through the tiny backbone: real feature files (train.h5, test.h5), in seconds."""
+    from cnnbench.extract import extract_split
+
+    out = tmp_path_factory.mktemp("tiny-digits-features")
+    ds = plugins.create("dataset", "digits")
+    for split in ds.splits:
+        extract_split(tiny_backbone(), ds, split, out / f"{split}.h5", progress=False)
+    return out

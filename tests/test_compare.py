@@ -151,17 +151,6 @@ class _TinyPlugin:
         register("tiny", tiny_backbone)
 
 
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory):
-    """Digits through the tiny backbone: real feature files, in seconds."""
-    from cnnbench.extract import extract_split
-    from conftest import tiny_backbone
-
-    out = tmp_path_factory.mktemp("features")
-    ds = plugins.create("dataset", "digits")
-    for split in ds.splits:
-        extract_split(tiny_backbone(), ds, split, out / f"{split}.h5", progress=False)
-    return out
 
 
 def test_the_run_record_holds_trials_options_and_the_provenance_of_every_plugin(tiny_digits, tmp_path):

@@ -110,17 +110,6 @@ def test_mean_and_std_are_over_draws_and_trials_per_k(monkeypatch):
     assert rec["shots"] == [1, 2] and rec["shots_trials"] == 3 and rec["shots_seed"] == 0
 
 
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory):
-    from conftest import tiny_backbone
-
-    from cnnbench.extract import extract_split
-
-    out = tmp_path_factory.mktemp("features")
-    ds = plugins.create("dataset", "digits")
-    for split in ds.splits:
-        extract_split(tiny_backbone(), ds, split, out / f"{split}.h5", progress=False)
-    return out
 
 
 def test_evaluate_on_digits_writes_few_shot_metrics_beside_the_full_result(tiny_digits, tmp_path):
