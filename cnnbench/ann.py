@@ -87,7 +87,8 @@ class H5Rows:
 
     ``transform`` (e.g. L2 normalisation, a fitted :class:`cnnbench.retrieval.Whitening`'s
     ``transform``) is applied to every block read, so the index and the re-ranking see the same
-    descriptors."""
+    descriptors; it may change the dimension and the view axis (keep some views, or average them),
+    so :attr:`shape` is that of the transformed rows."""
 
     def __init__(self, path, layer: str | None = None, transform: Callable[[np.ndarray], np.ndarray] | None = None):
         import h5py
@@ -97,10 +98,8 @@ class H5Rows:
             layer = self._file.attrs.get("default_layer") or next(iter(self._file["features"]))
         self._ds = self._file[f"features/{layer}"]
         self.transform = transform or (lambda a: np.asarray(a, dtype=np.float32))
-        self.shape = self._ds.shape[:-1] + (self._dim(),)
-
-    def _dim(self) -> int:
-        return self.transform(self._ds[:1]).shape[-1]
+        first = self.transform(self._ds[:1]) if self._ds.shape[0] else np.zeros((0,) + self._ds.shape[1:], np.float32)
+        self.shape = (self._ds.shape[0],) + tuple(first.shape[1:])
 
     @property
     def n_rows(self) -> int:
@@ -115,6 +114,8 @@ class H5Rows:
 
     def images(self, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
+        if not len(idx):
+            return np.zeros((0,) + tuple(self.shape[1:]), np.float32)
         uniq, inv = np.unique(idx, return_inverse=True)  # h5py reads increasing indices only
         return self.transform(self._ds[uniq])[inv]
 

@@ -1,4 +1,4 @@
-"""The ``cnnbench`` command: extract | evaluate | compare | plugins | datasets | layers."""
+"""The ``cnnbench`` command: extract | evaluate | compare | show | plugins | datasets | layers."""
 
 from __future__ import annotations
 
@@ -327,9 +327,11 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
 @pass_ctx
 def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, data_root, weights,
                  extract_missing, dataset_opts, head_opts) -> None:
-    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json (the numbers)
-    and HEAD.run.json beside it (trials, options and the provenance of every number)."""
+    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json (the numbers),
+    HEAD.run.json beside it (trials, options and the provenance of every number) and HEAD.outcomes.json
+    (what the head kept of each test image: for intervals, paired tests and `cnnbench show`)."""
     from .evaluate import evaluate, write_results
+    from .outcomes import path_for as outcomes_path
 
     d_opts, h_opts = P.parse_assignments(dataset_opts, "-D"), P.parse_assignments(head_opts, "-H")
     ds = ctx.dataset(dataset, data_root, d_opts)
@@ -348,7 +350,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
         record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone)
         metrics_path, run_path = write_results(record, out_root / backbone / dataset / f"{head_name}.json")
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
-        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {metrics_path} (+ {run_path.name})")
+        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {metrics_path} "
+                   f"(+ {run_path.name}, {outcomes_path(metrics_path).name})")
 
 
 # -- compare ---------------------------------------------------------------------------------------------
@@ -368,11 +371,26 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @click.option("--all-metrics", is_flag=True, default=None,
               help="Every metric, not only each data set's primary one (default: params compare.all_metrics).")
 @click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
+@click.option("--level", type=float, help="Coverage of the intervals; differences are significant at p < 1 - level "
+                                          "(default: params compare.level, 0.95).")
+@click.option("--bootstrap", type=int, help="Bootstrap resamples per interval and paired test "
+                                             "(default: params compare.bootstrap, 1000).")
 @pass_ctx
-def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper) -> None:
+def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper,
+                level, bootstrap) -> None:
     """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
-    from .compare import (build_table, fewshot_curves, fewshot_markdown, layer_curves, load_records,
-                          render_fewshot_png, render_layers_png, render_terminal, write_reports)
+    from .compare import (
+        build_table,
+        fewshot_curves,
+        fewshot_markdown,
+        layer_curves,
+        load_records,
+        render_fewshot_png,
+        render_layers_png,
+        render_terminal,
+        write_reports,
+    )
+    from .params import compare_statistics
 
     settings = ctx.params.get("compare") or {}
     baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
@@ -381,8 +399,11 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     records = load_records(metrics_dir)
     if not records:
         raise CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first")
+    given = {k: v for k, v in {"level": level, "bootstrap": bootstrap}.items() if v is not None}
+    level, n_boot, seed = compare_statistics("compare", {**settings, **given})
     table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
-                        baseline=None if baseline.lower() == "none" else baseline)
+                        baseline=None if baseline.lower() == "none" else baseline, level=level, bootstrap=n_boot,
+                        seed=seed)
     reports = Path(ctx.params["reports_dir"])
     markdown = markdown or reports / "compare.md"
     csv_path = csv_path or reports / "compare.csv"
@@ -391,17 +412,51 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     render_terminal(table)
     write_reports(table, markdown, csv_path, png=png, long_csv=long_csv)
     click.echo(f"wrote {markdown}, {csv_path}, {long_csv} and {png}")
-    curves = fewshot_curves(records)
+    curves = fewshot_curves(records, level)
     if curves:  # results with `shots`: the few-shot curve and its table
         from .jsonio import atomic_write_text
 
-        atomic_write_text(reports / "fewshot.md", fewshot_markdown(curves))
+        atomic_write_text(reports / "fewshot.md", fewshot_markdown(curves, level))
         render_fewshot_png(curves, reports / "fewshot.png")
         click.echo(f"wrote {reports / 'fewshot.md'} and {reports / 'fewshot.png'} (few-shot curves)")
     per_layer = layer_curves(records)
     if per_layer:  # backbones evaluated on several layers: which one transfers best
         render_layers_png(per_layer, reports / "layers.png")
         click.echo(f"wrote {reports / 'layers.png'} (metric per layer)")
+
+
+# -- show ------------------------------------------------------------------------------------------------
+
+
+@main.command("show")
+@click.option("-b", "--backbone", required=True)
+@click.option("-d", "--dataset", required=True)
+@click.option("--data-root", help="Folder holding the data sets (the images are drawn from there).")
+@click.option("--metrics-dir", type=click.Path(file_okay=False), help="Metrics folder (default: params metrics_dir).")
+@click.option("--features-dir", type=click.Path(file_okay=False),
+              help="Feature folder, for the ground truth the evaluation read (default: features/BACKBONE/DATASET).")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Where the PNGs go (default: REPORTS/show/BACKBONE/DATASET).")
+@click.option("--queries", type=click.IntRange(min=1), help="Only the first N queries (default: all).")
+@click.option("--query", "query_ids", multiple=True, metavar="ID", help="This query (repeatable).")
+@click.option("--worst", type=click.IntRange(min=1), help="The N queries with the lowest AP instead.")
+@click.option("--trial", help="Which trial's rankings (default: the first).")
+@click.option("--sheet", is_flag=True, help="One sheet.png with every chosen query instead of one PNG each.")
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
+@pass_ctx
+def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, features_dir, out_dir, queries, query_ids, worst,
+             trial, sheet, dataset_opts) -> None:
+    """Draw each query and its first results as the l2 head ranked them, framed green (positive),
+    grey (junk) and red (negative), with the query's AP: where a retrieval number comes from."""
+    from .show import show
+
+    ds = ctx.dataset(dataset, data_root, P.parse_assignments(dataset_opts, "-D"))
+    out_dir = Path(out_dir) if out_dir else Path(ctx.params["reports_dir"]) / "show" / backbone / dataset
+    written = show(ds, backbone, metrics_dir or ctx.params["metrics_dir"],
+                   features_dir or ctx.features_dir(backbone, dataset), out_dir, query_ids=query_ids,
+                   queries=queries, worst=worst, sheet=sheet, trial=trial)
+    where = written[0] if len(written) == 1 else f"{out_dir}/"
+    click.echo(f"wrote {len(written)} PNG{'s' if len(written) != 1 else ''} -> {where}")
 
 
 def run() -> None:  # console-script entry point

@@ -1,7 +1,13 @@
 """``cnnbench compare``: measured metrics beside the paper's published numbers.
 
 Rows are backbones (the paper's rows first, where a column has a published number); columns are
-(data set, head, metric). Values are percentages; ``± x`` is the standard deviation over trials.
+(data set, head, metric). Values are percentages with their 95 % interval in square brackets
+(:mod:`cnnbench.stats`: a t-interval over the protocol's trials or few-shot draws where it has
+several, else a seeded bootstrap over the test images from the head's per-image outcomes);
+``± x`` (the standard deviation over trials) where no interval can be drawn. In each column the
+best measured row is compared with every other measured row on the same test images (McNemar for
+single-split accuracy, else a paired bootstrap); ``≈`` marks a row not significantly different from
+the best (p ≥ 1 − level).
 
 Every other row's value is followed by its difference to the *baseline* row in the same column
 (``(+1.2)``, percentage points; ``--baseline``: the paper's CNN-SVM row by default, a paper alias
@@ -22,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paper
+from . import paper, stats
 from .errors import CnnbenchError
 from .jsonio import atomic_write_text
 
@@ -42,6 +48,15 @@ class Table:
     spread: dict[tuple[str, Column], float] = field(default_factory=dict)
     reference_rows: list[str] = field(default_factory=list)
     baseline: str | None = None
+    intervals: dict[tuple[str, Column], "stats.Interval"] = field(default_factory=dict)  # percent
+    best: dict[Column, str] = field(default_factory=dict)  # the best measured row of a column (when tested)
+    paired: dict[tuple[str, Column], "stats.Paired"] = field(default_factory=dict)  # each other row vs the best
+    level: float = stats.LEVEL
+
+    def significant(self, row: str, col: Column) -> bool | None:
+        """Whether ``row`` differs from its column's best row (None: not tested, or the best itself)."""
+        res = self.paired.get((row, col))
+        return None if res is None else res.p < 1 - self.level
 
     def diff(self, row: str, col: Column) -> float | None:
         """Row minus baseline in percentage points, where both have a value (None otherwise)."""
@@ -54,8 +69,11 @@ class Table:
         v = self.values.get((row, col))
         if v is None:
             return "—"
+        ci = self.intervals.get((row, col))
         s = self.spread.get((row, col))
-        text = f"{v:.1f} ± {s:.1f}" if s else f"{v:.1f}"
+        text = f"{v:.1f} [{ci.low:.1f}, {ci.high:.1f}]" if ci else (f"{v:.1f} ± {s:.1f}" if s else f"{v:.1f}")
+        if self.significant(row, col) is False:
+            text += " ≈"
         d = self.diff(row, col)
         return text if d is None else f"{text} ({d:+.1f})"
 
@@ -85,10 +103,11 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     :mod:`cnnbench.evaluate`), or a single-file record of an older cnnbench. Other JSON is ignored;
     a metrics file whose run record is missing is skipped with a warning."""
     from .evaluate import RUN_SUFFIX, read_results
+    from .outcomes import SUFFIX as OUTCOMES_SUFFIX
 
     records = []
     for path in sorted(Path(metrics_dir).rglob("*.json")):
-        if path.name.endswith(RUN_SUFFIX):
+        if path.name.endswith((RUN_SUFFIX, OUTCOMES_SUFFIX)):
             continue
         try:
             rec = read_results(path)
@@ -101,21 +120,37 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
+def dataset_label(rec: dict) -> str:
+    """The data set as a column names it: ``roxford5k+revisitop1m`` when distractors were appended to
+    its database (ROxf+R1M is another benchmark than ROxf, with other published numbers)."""
+    extra = ((rec.get("provenance") or {}).get("distractors") or {})
+    option = extra.get("option")
+    if not option:
+        return rec["dataset"]
+    path = Path(str(option))
+    name = path.parent.name if path.suffix.lower() in (".h5", ".hdf5") and path.stem == "database" else path.stem or str(option)
+    return f"{rec['dataset']}+{name}"
+
+
 def _row_name(rec: dict, multi_layer: set[str]) -> str:
     return f"{rec['backbone']} [{rec['layer']}]" if rec["backbone"] in multi_layer else rec["backbone"]
 
 
 def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool = True,
-                baseline: str | None = paper.DEFAULT_BASELINE) -> Table:
+                baseline: str | None = paper.DEFAULT_BASELINE, *, intervals: bool = True, level: float = stats.LEVEL,
+                bootstrap: int = stats.BOOTSTRAP, seed: int = stats.SEED) -> Table:
     """``baseline``: the row differences are measured against (see :meth:`Table.set_baseline`);
-    the paper's default row is silently dropped when the table has no paper row."""
+    the paper's default row is silently dropped when the table has no paper row. ``intervals``:
+    draw intervals and paired tests (:mod:`cnnbench.stats`) at ``level`` with ``bootstrap``
+    resamples seeded by ``seed``."""
     layers: dict[str, set[str]] = {}
     for rec in records:
         layers.setdefault(rec["backbone"], set()).add(rec.get("layer") or "")
     multi_layer = {b for b, ls in layers.items() if len(ls) > 1}
     columns: list[Column] = []
     rows: list[str] = []
-    table = Table(columns, rows)
+    table = Table(columns, rows, level=level)
+    kept: dict[tuple[str, Column], tuple[dict, str]] = {}  # (row, column) -> its record and metric
     for rec in sorted(records, key=lambda r: (r["backbone"], r.get("layer") or "", r["dataset"], r["head"])):
         metrics = rec["metrics"]
         if all_metrics:
@@ -129,13 +164,16 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
         for m in names:
             if m not in metrics:
                 continue
-            col = (rec["dataset"], rec["head"], m)
+            col = (dataset_label(rec), rec["head"], m)
             if col not in columns:
                 columns.append(col)
             table.values[(row, col)] = 100.0 * float(metrics[m])
             if rec.get("std", {}).get(m):
                 table.spread[(row, col)] = 100.0 * float(rec["std"][m])
+            kept[(row, col)] = (rec, m)
     columns.sort()
+    if intervals:
+        _uncertainty(table, kept, bootstrap, seed)
     if with_paper:
         for name, published in paper.ROWS.items():
             hits = {col: published[col] for col in columns if col in published}
@@ -154,8 +192,16 @@ def to_markdown(table: Table) -> str:
     head = ["backbone"] + [Table.label(c) for c in table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
     for row in table.rows:
-        lines.append("| " + " | ".join([row] + [table.cell(row, c) for c in table.columns]) + " |")
+        cells = [f"**{table.cell(row, c)}**" if table.best.get(c) == row else table.cell(row, c) for c in table.columns]
+        lines.append("| " + " | ".join([row] + cells) + " |")
     notes = []
+    if table.intervals:
+        pct = f"{100 * table.level:g} %"
+        notes.append(f"In square brackets: {pct} interval (t over the protocol's trials or few-shot draws where it "
+                     "has several; else a seeded bootstrap over the test images).")
+    if table.paired:
+        notes.append(f"≈: not significantly different from the best measured row of its column on the same test "
+                     f"images (McNemar for single-split accuracy, else a paired bootstrap; p ≥ {1 - table.level:.2g}).")
     if table.baseline:
         notes.append(f"In brackets: difference to **{table.baseline}** (percentage points).")
     if table.reference_rows:
@@ -172,12 +218,21 @@ def to_csv(table: Table) -> str:
     header = ["backbone"] + [Table.label(c) for c in table.columns]
     if table.baseline:
         header += [f"{Table.label(c)} vs {table.baseline} (points)" for c in table.columns]
+    uncertain = bool(table.intervals or table.paired)
+    if uncertain:
+        for c in table.columns:
+            header += [f"{Table.label(c)} ci low", f"{Table.label(c)} ci high", f"{Table.label(c)} p vs best"]
     w.writerow(header)
     for row in table.rows:
         vals = table.values
         line = [row] + ["" if (row, c) not in vals else f"{vals[(row, c)]:.2f}" for c in table.columns]
         if table.baseline:
             line += ["" if table.diff(row, c) is None else f"{table.diff(row, c):+.2f}" for c in table.columns]
+        if uncertain:
+            for c in table.columns:
+                ci, res = table.intervals.get((row, c)), table.paired.get((row, c))
+                line += ["" if ci is None else f"{ci.low:.2f}", "" if ci is None else f"{ci.high:.2f}",
+                         "" if res is None else f"{res.p:.4g}"]
         w.writerow(line)
     return buf.getvalue()
 
@@ -186,14 +241,18 @@ def to_long_csv(table: Table) -> str:
     """One line per (row, column) with a value: what ``dvc plots show`` draws."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone", "column", "dataset", "head", "metric", "value", "std", "reference", "baseline", "difference"])
+    w.writerow(["backbone", "column", "dataset", "head", "metric", "value", "std", "ci_low", "ci_high", "ci_method",
+                "p_vs_best", "reference", "baseline", "difference"])
     for row in table.rows:
         for c in table.columns:
             v = table.values.get((row, c))
             if v is None:
                 continue
             d = table.diff(row, c)
+            ci, res = table.intervals.get((row, c)), table.paired.get((row, c))
             w.writerow([row, f"{c[0]} {c[1]} {c[2]}", *c, f"{v:.2f}", f"{table.spread.get((row, c), 0.0):.2f}",
+                        "" if ci is None else f"{ci.low:.2f}", "" if ci is None else f"{ci.high:.2f}",
+                        "" if ci is None else ci.method, "" if res is None else f"{res.p:.4g}",
                         "paper" if row in table.reference_rows else "measured", table.baseline or "",
                         "" if d is None else f"{d:+.2f}"])
     return buf.getvalue()
@@ -221,9 +280,11 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
                 continue
             xs.append(i - 0.4 + width * (j + 0.5))
             hs.append(v)
-            errs.append(table.spread.get((row, c), 0.0))
-        bars = ax.bar(xs, hs, width * 0.9, yerr=errs if any(errs) else None, capsize=3, color=cmap(j % 10),
-                      label=row, zorder=2)
+            ci = table.intervals.get((row, c))  # the interval where there is one, else ± std
+            s = table.spread.get((row, c), 0.0)
+            errs.append((max(0.0, v - ci.low), max(0.0, ci.high - v)) if ci else (s, s))
+        yerr = list(zip(*errs)) if any(e for pair in errs for e in pair) else None
+        bars = ax.bar(xs, hs, width * 0.9, yerr=yerr, capsize=3, color=cmap(j % 10), label=row, zorder=2)
         for b, v in zip(bars, hs):
             ax.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     styles = ["-", "--", ":", "-."]
@@ -243,10 +304,71 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
     ax.set_xlim(-0.6, len(cols) - 0.4)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     title = "cnnbench: measured (bars) vs the paper (black marks)"
+    if table.intervals:
+        title += f"; whiskers: {100 * table.level:g} % intervals"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, n_bars + len(table.reference_rows)),
               frameon=False)
     _save_figure(fig, path)
+
+
+def _outcomes(rec: dict, cache: dict) -> list | None:
+    """The per-image outcomes beside a record's metrics file (None: none kept, or unreadable)."""
+    from . import outcomes
+
+    path = rec.get("_path")
+    if path is None:
+        return None
+    if path not in cache:
+        side = outcomes.path_for(path)
+        try:
+            cache[path] = outcomes.read(side) or None if side.exists() else None
+        except ValueError as exc:
+            log.warning("no intervals from %s: %s", side, exc)
+            cache[path] = None
+    return cache[path]
+
+
+def _interval(rec: dict, metric: str, trials, level: float, bootstrap: int, seed: int):
+    """The protocol's repetitions where it has several (few-shot draws, trials), else the bootstrap."""
+    from .fewshot import split_metric_name
+
+    parsed = split_metric_name(metric)
+    if parsed is not None:
+        draws = (rec.get("fewshot") or {}).get("draws", [])
+        return stats.t_interval([d.get(parsed[0]) for d in draws if d.get("shots") == parsed[1]], level)
+    per_trial = [t.get(metric) for t in rec.get("trials", [])]
+    if len(per_trial) > 1:
+        return stats.t_interval(per_trial, level)
+    if trials:
+        return stats.bootstrap_interval([o for _, o in trials], metric, level=level, n=bootstrap, seed=seed)
+    return None
+
+
+def _uncertainty(table: Table, kept: dict, bootstrap: int, seed: int) -> None:
+    """Intervals of every measured cell; per column, paired tests of each row against the best."""
+    from .fewshot import split_metric_name
+
+    cache: dict = {}
+    for (row, col), (rec, metric) in kept.items():
+        ci = _interval(rec, metric, _outcomes(rec, cache), table.level, bootstrap, seed)
+        if ci is not None:
+            lo, hi = max(0.0, 100.0 * ci.low), min(100.0, 100.0 * ci.high)  # a t-interval can leave [0, 100]
+            table.intervals[(row, col)] = stats.Interval(lo, hi, ci.method, ci.n)
+    for col in table.columns:
+        if split_metric_name(col[2]) is not None:
+            continue  # few-shot draws are not paired item by item
+        rows = [r for r in table.rows if (r, col) in kept and _outcomes(kept[(r, col)][0], cache)]
+        if len(rows) < 2:
+            continue
+        best = max(rows, key=lambda r: table.values[(r, col)])
+        table.best[col] = best
+        for r in rows:
+            if r != best:
+                res = stats.paired_test(_outcomes(kept[(r, col)][0], cache), _outcomes(kept[(best, col)][0], cache),
+                                        col[2], n=bootstrap, seed=seed)
+                if res is not None:
+                    table.paired[(r, col)] = res
 
 
 def render_terminal(table: Table) -> None:
@@ -280,47 +402,62 @@ def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: st
 
 # -- few-shot curves ------------------------------------------------------------------------------------
 
-Curve = list[tuple[int, float, float]]  # (shots, mean %, std %)
+Curve = list[tuple[int, float, float, float | None, float | None]]  # (shots, mean %, std %, interval low %, high %)
 
 
-def fewshot_curves(records: list[dict]) -> dict[tuple[str, str], dict[str, Curve]]:
-    """``{(dataset, metric): {"backbone · head": [(k, mean, std), ...]}}`` for each record's primary
-    metric, from its ``<metric>@<k>shot`` entries (and ``…_std``)."""
+def fewshot_curves(records: list[dict], level: float = stats.LEVEL) -> dict[tuple[str, str], dict[str, Curve]]:
+    """``{(dataset, metric): {"backbone · head": [(k, mean, std, low, high), ...]}}`` for each record's
+    primary metric, from its ``<metric>@<k>shot`` entries (and ``…_std``); ``low``/``high``: the
+    t-interval over the run record's draws (None when it lists none)."""
     from .fewshot import split_metric_name
 
     curves: dict[tuple[str, str], dict[str, Curve]] = {}
     for rec in records:
         metrics = rec["metrics"]
         primary = rec.get("primary_metric") or next(iter(metrics))
+        draws = (rec.get("fewshot") or {}).get("draws", [])
         points = []
         for name, value in metrics.items():
             parsed = split_metric_name(name)
             if parsed and parsed[0] == primary:
                 std = metrics.get(f"{name}_std", rec.get("std", {}).get(name, 0.0)) or 0.0
-                points.append((parsed[1], 100.0 * float(value), 100.0 * float(std)))
+                ci = stats.t_interval([d.get(primary) for d in draws if d.get("shots") == parsed[1]], level)
+                low, high = (None, None) if ci is None else (max(0.0, 100 * ci.low), min(100.0, 100 * ci.high))
+                points.append((parsed[1], 100.0 * float(value), 100.0 * float(std), low, high))
         if points:
             label = f"{rec['backbone']} · {rec['head']}"
-            curves.setdefault((rec["dataset"], primary), {})[label] = sorted(points)
+            curves.setdefault((dataset_label(rec), primary), {})[label] = sorted(points)
     return curves
 
 
-def fewshot_markdown(curves: dict[tuple[str, str], dict[str, Curve]]) -> str:
+def fewshot_markdown(curves: dict[tuple[str, str], dict[str, Curve]], level: float = stats.LEVEL) -> str:
     out = []
+    with_ci = False
     for (dataset, metric), lines in sorted(curves.items()):
-        shots = sorted({k for pts in lines.values() for k, _, _ in pts})
+        shots = sorted({p[0] for pts in lines.values() for p in pts})
         out.append(f"### {dataset} · {metric} (%), by training images per class\n")
         out.append("| backbone · head | " + " | ".join(f"{k}-shot" for k in shots) + " |")
         out.append("|---|" + "---:|" * len(shots))
         for label, pts in sorted(lines.items()):
-            by_k = {k: (m, s) for k, m, s in pts}
-            cells = [f"{by_k[k][0]:.1f} ± {by_k[k][1]:.1f}" if k in by_k else "—" for k in shots]
+            by_k = {p[0]: p for p in pts}
+            cells = []
+            for k in shots:
+                if k not in by_k:
+                    cells.append("—")
+                    continue
+                _, m, s, lo, hi = by_k[k]
+                with_ci |= lo is not None
+                cells.append(f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{m:.1f} ± {s:.1f}")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
+    if with_ci:
+        out.append(f"In square brackets: {100 * level:g} % interval (t over the seeded draws of every trial).\n")
     return "\n".join(out)
 
 
 def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: str | os.PathLike) -> None:
-    """One panel per (data set, metric): the metric against shots (log scale), mean ± std over draws."""
+    """One panel per (data set, metric): the metric against shots (log scale), with the interval over
+    draws as whiskers (± std where there is none)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -330,10 +467,12 @@ def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: st
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), dpi=120, squeeze=False)
     for ax, ((dataset, metric), lines) in zip(axes[0], panels):
         for label, pts in sorted(lines.items()):
-            ks, means, stds = zip(*pts)
-            ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=label)
+            ks, means = [p[0] for p in pts], [p[1] for p in pts]
+            err = [[p[1] - p[3] if p[3] is not None else p[2] for p in pts],
+                   [p[4] - p[1] if p[4] is not None else p[2] for p in pts]]
+            ax.errorbar(ks, means, yerr=err, marker="o", capsize=3, label=label)
         ax.set_xscale("log")
-        ax.set_xticks(sorted({k for pts in lines.values() for k, _, _ in pts}))
+        ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("training images per class")
         ax.set_ylabel(f"{metric} (%)")
@@ -363,7 +502,7 @@ def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, li
             continue
         primary = rec.get("primary_metric") or next(iter(rec["metrics"]))
         if primary in rec["metrics"]:
-            per.setdefault((rec["dataset"], rec["head"], primary), {}).setdefault(rec["backbone"], {})[layer] = (
+            per.setdefault((dataset_label(rec), rec["head"], primary), {}).setdefault(rec["backbone"], {})[layer] = (
                 100.0 * float(rec["metrics"][primary]))
     out = {}
     for key, backbones in per.items():

@@ -20,6 +20,11 @@ and nothing else, so the table reads as results. Left out, because each would be
 own: per-class breakdowns (``AP/<class>``: dozens per data set), diagnostics (the chosen C),
 counts, and a mean that is not finite (JSON has no NaN; its trials stay in the run record).
 
+``<head>.outcomes.json``, the **outcomes** (:mod:`cnnbench.outcomes`): what the head kept of each
+test item per trial (its 0/1 hit, decision values, a query's AP and first results), from which
+``cnnbench compare`` draws bootstrap intervals and paired tests and ``cnnbench show`` its pictures.
+Always written (with no trials for a head that keeps none), so DVC can declare it.
+
 ``<head>.run.json``, the **run record**, beside it: what the numbers are and where they came
 from. Backbone, data set, head, layer, task, primary metric, every trial's results, breakdowns,
 head parameters, data-set options, skipped images, and ``provenance``: package versions, the
@@ -42,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import outcomes as OUTCOMES
 from .dataset import Dataset
 from .errors import CnnbenchError
 from .head import FeatureSet, Head
@@ -55,13 +61,19 @@ VERSIONED = {"torch": ("torch",), "timm": ("timm",), "open_clip_torch": ("open_c
              "scikit-learn": ("scikit-learn",), "h5py": ("h5py",)}
 
 
-def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]) -> FeatureSet:
-    parts = []
+def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None],
+            validation: tuple[str, ...] = ()) -> FeatureSet:
+    """The selected rows of the stored splits, in order; rows of the ``validation`` splits marked."""
+    parts, marks = [], []
     for split, index in selection.items():
         fs = sets[split]
         parts.append(fs if index is None else fs.subset(index))
+        marks.append(np.full(len(parts[-1]), split in validation))
+    mask = np.concatenate(marks) if validation else None
+    if mask is not None and (mask.all() or not mask.any()):
+        mask = None  # nothing left to fit on, or nothing to validate on: cross-validation instead
     if len(parts) == 1:
-        return parts[0]
+        return parts[0] if mask is None else FeatureSet(**{**vars(parts[0]), "validation": mask})
     return FeatureSet(
         np.concatenate([p.features for p in parts]),
         np.concatenate([p.labels for p in parts]),
@@ -69,6 +81,7 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
         parts[0].classes,
         {k: v for p in parts for k, v in p.extras.items()},
         parts[0].views,
+        mask,
     )
 
 
@@ -86,10 +99,18 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     info = infos[dataset.splits[0]]
     backbone = backbone or info.attrs.get("backbone")
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
-    per_trial = []
+    from .retrieval import open_distractors
+
+    distractors = open_distractors(dataset, features_dir, infos, sets, layer)  # option `distractors` (R1M), or None
+    per_trial, kept = [], []
     for trial in trials:
-        train, test = _gather(sets, trial.train), _gather(sets, trial.test)
-        scores = head.evaluate(train, test, dataset.task, metric=dataset.metric)
+        train, test = _gather(sets, trial.train, trial.validation), _gather(sets, trial.test)
+        if distractors is not None:  # appended after the database rows (streamed by heads that can)
+            train = distractors.append_to(train, head)
+        scores = dict(head.evaluate(train, test, dataset.task, metric=dataset.metric))
+        outcome = scores.pop(OUTCOMES.KEY, None)
+        if isinstance(outcome, OUTCOMES.Outcomes):
+            kept.append((trial.name, outcome))
         per_trial.append({"trial": trial.name, "n_train": len(train), "n_test": len(test), **scores})
     skip = {"n_train", "n_test", *head.diagnostics}
     keys = [k for k, v in per_trial[0].items()
@@ -116,12 +137,14 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
         "head_params": head.params,
         "dataset_options": dataset.options(),
         "skipped_images": int(skipped),
+        "outcomes": kept,
         "provenance": {
             "versions": package_versions(),
             "plugins": {"backbone": _plugin("backbone", backbone), "dataset": _plugin("dataset", dataset.name, dataset),
                         "head": _plugin("head", head_name, head)},
             "features_dir": str(features_dir),
             "features": {split: _feature_provenance(i) for split, i in infos.items()},
+            **({"distractors": distractors.provenance()} if distractors is not None else {}),
         },
         **extra,
     }
@@ -146,7 +169,8 @@ def _fewshot(sets: dict[str, FeatureSet], trials, dataset: Dataset, head: Head, 
                                    class_names=list(pool.classes), dataset=dataset.name)
                 train = _gather(sets, F.select(trial.train, sizes, positions))
                 try:
-                    scores = head.evaluate(train, test, dataset.task, metric=dataset.metric)
+                    scores = dict(head.evaluate(train, test, dataset.task, metric=dataset.metric))
+                    scores.pop(OUTCOMES.KEY, None)  # intervals of few-shot numbers come from the draws
                 except UserError as exc:
                     raise UserError(f"{dataset.name}: {k}-shot draw {t} of trial {trial.name!r}: {exc}") from exc
                 draws.append({"trial": trial.name, "shots": k, "draw": t, "n_train": len(train), "n_test": len(test),
@@ -242,7 +266,7 @@ def split_record(record: dict) -> tuple[dict[str, float], dict]:
         spread = record.get("std", {}).get(name)
         if spread is not None and math.isfinite(spread):
             numbers[name + STD_SUFFIX] = float(spread)
-    run = {k: v for k, v in record.items() if k not in ("metrics", "std")}
+    run = {k: v for k, v in record.items() if k not in ("metrics", "std", "outcomes")}
     run["breakdown"] = {k: v for k, v in record.get("metrics", {}).items() if "/" in k}
     run["breakdown_std"] = {k: v for k, v in record.get("std", {}).items() if "/" in k}
     run["non_finite_metrics"] = non_finite
@@ -257,6 +281,8 @@ def write_results(record: dict, metrics_path: str | os.PathLike) -> tuple[Path, 
         raise CnnbenchError(f"{metrics_path}: a metrics file may not end in {RUN_SUFFIX!r}, which names run records; "
                             "rename the head")
     numbers, run = split_record(record)
+    OUTCOMES.write(OUTCOMES.path_for(metrics_path), record.get("outcomes", []), backbone=record.get("backbone"),
+                   dataset=record.get("dataset"), head=record.get("head"))
     run_path = write_json(run_record_path(metrics_path), run)
     return write_json(metrics_path, numbers), run_path
 

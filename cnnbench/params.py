@@ -27,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "backbone_options": {},
     "dataset_options": {},
     "head_options": {},
-    "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False},
+    "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False, "level": 0.95, "bootstrap": 1000,
+                "seed": 0},
 }
 _FOLDERS = ("data_root", "features_dir", "metrics_dir", "reports_dir")
 _NAME_LISTS = ("backbones", "datasets", "heads")
@@ -85,9 +86,22 @@ def check(params: dict[str, Any], source: str = "params") -> None:
     if not isinstance(compare.get("baseline", ""), str):
         raise UserError(f"{source}: compare.baseline: {compare['baseline']!r} is not allowed; expected a row name or 'none'")
     O.as_bool(f"{source}: compare.all_metrics", compare.get("all_metrics", False))
+    compare_statistics(source, compare)
     from .settings import ExtractSettings
 
     ExtractSettings.from_mapping(params["extract"])
+
+
+def compare_statistics(source: str, compare: dict) -> tuple[float, int, int]:
+    """(level, bootstrap, seed) of compare's intervals and paired tests (:mod:`cnnbench.stats`), checked."""
+    level = O.as_float(f"{source}: compare.level", compare.get("level", 0.95), min=0.5, max=1, min_exclusive=True,
+                       fix="the coverage of the intervals, e.g. 0.95; differences are significant at p < 1 - level")
+    if level >= 1:
+        raise UserError(f"{source}: compare.level: {level!r} is not allowed; expected a coverage below 1, e.g. 0.95")
+    n = O.as_int(f"{source}: compare.bootstrap", compare.get("bootstrap", 1000), min=100,
+                 fix="the bootstrap resamples per interval and paired test (default 1000)")
+    seed = O.as_int(f"{source}: compare.seed", compare.get("seed", 0), min=0, fix="the seed of the bootstrap resamples")
+    return level, n, seed
 
 
 def data_root(params: dict[str, Any], flag: str | None = None) -> Path:

@@ -12,11 +12,16 @@
 * :func:`rank_database`: every query's database ranking (ascending distance), by an exact
   batched matrix product (default) or a FAISS index (``faiss-cpu``, :mod:`cnnbench.ann`: compressed
   above 100k vectors, candidates re-ranked exactly) for large databases, whole-image or spatial.
+* :class:`Distractors`, :func:`open_distractors`, :func:`rank_with_distractors`: a distractor set
+  (R1M) appended to a retrieval database at evaluation, streamed from its feature file into a
+  FAISS index when a compressed one is chosen.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -190,3 +195,215 @@ def _topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         order = np.argsort(dist, axis=1, kind="stable")
     return order, np.take_along_axis(dist, order, 1)
+
+
+# -- distractors (R1M) -----------------------------------------------------------------------------------
+
+DISTRACTORS_KEY = "distractors"  # FeatureSet.extras of a database: the Distractors appended to it
+
+
+class Distractors:
+    """A distractor feature file (e.g. ``features/<backbone>/revisitop1m/database.h5``) appended to a
+    retrieval database at evaluation, after the real database rows: the ``distractors`` option of
+    every retrieval data set (revisitop's R1M protocol).
+
+    Opened by :func:`open_distractors`, which checks it against the database (backbone and weights,
+    layer, dimension, views, ids) so a mismatch is one line before anything is ranked. Only the ids
+    are held; the vectors are read from the file when ranking: streamed in chunks into a FAISS index
+    (:meth:`rows`, :func:`rank_with_distractors`), or loaded whole for exact search (:meth:`load`).
+    A head that does not know distractors gets them concatenated to the database (:meth:`append_to`).
+    """
+
+    def __init__(self, path: Path, layer: str, option: str, ids: np.ndarray, shape: tuple[int, ...],
+                 views: list[str] | None, attrs: dict):
+        self.path, self.layer, self.option = path, layer, option
+        self.ids, self.shape, self.views, self.attrs = ids, shape, views, attrs
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, transform=None):
+        """The vectors as an :class:`cnnbench.ann.H5Rows` (read in slices, ``transform`` applied to
+        each); a non-finite value is a one-line error naming the file."""
+        from . import ann
+        from .errors import StoreError
+
+        def checked(block):
+            block = np.asarray(block, dtype=np.float32)
+            if not np.isfinite(block).all():
+                raise StoreError(f"distractors: {self.path} holds non-finite features; extract it again (--overwrite)")
+            return transform(block) if transform is not None else block
+
+        return ann.H5Rows(self.path, self.layer, checked)
+
+    def load(self, transform=None) -> np.ndarray:
+        """Every vector at once, float32 (exact search only: a million images is gigabytes)."""
+        source = self.rows(transform)
+        try:
+            if not len(self):
+                return np.zeros(source.shape, np.float32)
+            return np.concatenate(list(source.chunks())).reshape(source.shape)
+        finally:
+            source.close()
+
+    def append_to(self, database, head=None):
+        """The trial's database with the distractors after its rows: kept aside in ``extras`` for a
+        head that says it streams them (``takes_distractors``, the l2 head), concatenated otherwise."""
+        from .head import FeatureSet
+
+        self.check_against(database)
+        if getattr(head, "takes_distractors", False):
+            return FeatureSet(database.features, database.labels, database.ids, database.classes,
+                              {**database.extras, DISTRACTORS_KEY: self}, database.views)
+        labels = np.asarray(database.labels)
+        filler = np.full((len(self),) + labels.shape[1:], -1, dtype=labels.dtype)
+        return FeatureSet(np.concatenate([np.asarray(database.features, np.float32), self.load()]),
+                          np.concatenate([labels, filler]),
+                          np.concatenate([np.asarray(database.ids, dtype=object), self.ids]),
+                          database.classes, database.extras, database.views)
+
+    def check_against(self, database) -> None:
+        """Same dimension and views as the trial's database, else one line saying what to extract."""
+        from .errors import UserError
+
+        shape = np.shape(database.features)
+        if len(shape) != len(self.shape) or shape[-1] != self.shape[-1]:
+            raise UserError(f"distractors: {self.path} holds features of shape (N, {', '.join(map(str, self.shape[1:]))}), "
+                            f"the database (N, {', '.join(map(str, shape[1:]))}); extract the distractors with the same "
+                            "backbone, layer and --views as the database")
+        if (self.views or None) != (list(database.views) if database.views is not None else None) or \
+                (len(shape) == 3 and shape[1] != self.shape[1]):
+            raise UserError(f"distractors: {self.path} has the views {_views_text(self.views)}, the database "
+                            f"{_views_text(database.views)}; extract the distractors with the same --views and --levels "
+                            "as the database")
+
+    def provenance(self) -> dict:
+        import hashlib
+
+        signature = self.attrs.get("signature")
+        if isinstance(signature, str):
+            signature = signature.encode()
+        return {"option": self.option, "path": str(self.path), "layer": self.layer, "rows": len(self),
+                "signature_sha256": hashlib.sha256(signature).hexdigest() if signature is not None else None,
+                "weights_sha256": self.attrs.get("weights_sha256"), "runtime": self.attrs.get("runtime")}
+
+
+def _views_text(views) -> str:
+    if views is None:
+        return "none (one vector per image)"
+    views = list(views)
+    return f"{len(views)} ({', '.join(map(str, views[:3]))}{', …' if len(views) > 3 else ''})"
+
+
+def distractors_path(option: str, features_dir) -> tuple[Path, str | None]:
+    """The feature file a ``distractors`` value names, and the data-set name when it is one: a path
+    ending in ``.h5``/``.hdf5``; a folder (its ``database.h5``); else a data-set name, whose features
+    sit beside the evaluated data set's: ``<features_dir>/../<name>/database.h5``."""
+    value = str(option)
+    path = Path(value).expanduser()
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return path, None
+    if path.is_dir() or "/" in value or os.sep in value:
+        return path / "database.h5", None
+    return Path(features_dir).parent / value / "database.h5", value
+
+
+def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str | None = None) -> Distractors | None:
+    """The data set's ``distractors`` opened and checked against its stored features (``infos``:
+    split -> :class:`cnnbench.store.StoreInfo`; ``sets``: split -> FeatureSet), or None without the
+    option. Every mismatch is one :class:`~cnnbench.errors.UserError` line naming the file and the fix."""
+    import json
+
+    from . import store
+    from .errors import StoreError, UserError
+
+    option = getattr(dataset, "distractors", None)
+    if option is None:
+        return None
+    path, name = distractors_path(option, features_dir)
+    info = infos[dataset.splits[0]]
+    backbone = info.attrs.get("backbone")
+    layer = layer or info.attrs.get("default_layer")
+    label = f"{dataset.name}: distractors: {option}"
+    if not path.exists():
+        sig = json.loads(info.attrs.get("signature") or "{}")
+        flags = f" --views {sig['views']}" if sig.get("views") not in (None, "none") else ""
+        flags += f" --layer {layer}" if layer and layer != info.attrs.get("default_layer") else ""
+        make = (f"cnnbench extract -b {backbone} -d {name}{flags}" if name else
+                f"cnnbench extract -b {backbone} -d revisitop1m{flags} --out {path.parent}")
+        raise UserError(f"{label}: {path} does not exist; extract the distractor set once with `{make}` (same backbone, "
+                        "layer and --views as the database)")
+    try:
+        dinfo = store.open_info(path)
+    except StoreError as exc:
+        raise UserError(f"{label}: {exc}") from None
+    if dinfo.attrs.get("task") not in (None, "retrieval"):
+        raise UserError(f"{label}: {path} holds features of a {dinfo.attrs.get('task')} data set; name the features of a "
+                        "distractor set (revisitop1m)")
+    other, weights = dinfo.attrs.get("backbone"), (dinfo.attrs.get("weights_sha256"), info.attrs.get("weights_sha256"))
+    if other != backbone or (all(weights) and weights[0] != weights[1]):
+        what = f"backbone {other!r}, the database with {backbone!r}" if other != backbone else \
+            f"other weights than the database ({backbone!r}, weights SHA-256 {weights[1][:12]}…)"
+        raise UserError(f"{label}: {path} was extracted with {what}; extract the distractors with "
+                        f"`cnnbench extract -b {backbone} -d {name or 'revisitop1m'}` (the same weights)")
+    if layer not in dinfo.layers:
+        raise UserError(f"{label}: {path} has no layer {layer!r} (it holds {dinfo.layers}); extract the distractors "
+                        f"with --layer {layer}, or evaluate a layer both files hold")
+
+    def read(f):
+        store._check_strings(f)
+        ds = f[f"features/{layer}"]
+        ids = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in f["ids"][()]], dtype=object)
+        return ids, tuple(ds.shape)
+
+    ids, shape = store._checked(path, read)
+    views = json.loads(dinfo.attrs["view_names"]) if len(shape) == 3 and dinfo.attrs.get("view_names") else None
+    ours = set()
+    for fs in sets.values():
+        ours.update(map(str, fs.ids))
+    clash = [i for i in ids if i in ours]
+    if clash:
+        raise UserError(f"{label}: {len(clash)} image ids of {path} are also ids of {dataset.name} (e.g. {clash[0]!r}); "
+                        "distractors must be other images: name the features of a distractor set (revisitop1m)")
+    return Distractors(path, layer, str(option), ids, shape, views, dinfo.attrs)
+
+
+def rank_with_distractors(queries: np.ndarray, database: np.ndarray, distractors, *, index: str = "exact",
+                          index_factory: str = "auto", batch: int = 256, nprobe: int | None = None,
+                          rerank: int | None = None, candidates: int | None = None, train_size: int | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """Rank the database rows, then the distractors' (row ``len(database) + j``), for every query.
+
+    ``distractors``: a row source (:class:`cnnbench.ann.H5Rows` with the head's descriptor transform).
+    ``exact``: every distractor loaded (float32, the whole set in memory) and ranked with the
+    database as one array. ``faiss``: the database (in memory anyway) is ranked exactly; the
+    distractors are streamed chunk by chunk into a FAISS index (``index_factory``; ``auto`` by the
+    number of distractor vectors: IVF-PQ codes at R1M scale), whose candidates are re-scored exactly
+    from the file; both merge by distance (ties: database first, then by row), so with ``Flat`` the
+    ranking equals the exact one. Distractors no candidate named follow, unranked, after every scored
+    row: they never precede a database image, so only the scored prefix is returned (every database
+    row and each query's candidates), which is all the metrics read.
+    """
+    from . import ann
+
+    queries, database = np.asarray(queries, np.float32), np.asarray(database, np.float32)
+    n_db, n_dis = len(database), distractors.shape[0]
+    spatial = database.ndim == 3
+    if index == "exact" or n_dis == 0:
+        rest = np.concatenate(list(distractors.chunks())) if n_dis else np.zeros((0,) + database.shape[1:], np.float32)
+        full = np.concatenate([database, rest.reshape((n_dis,) + tuple(distractors.shape[1:]))])
+        return rank_database(queries, full, index="exact", batch=batch)[0]
+    order_db, dist_db = rank_database(queries, database, index="exact", batch=batch)
+    factory = ann.default_factory(distractors.n_rows, distractors.shape[-1]) if index_factory == "auto" else index_factory
+    idx = ann.build_index(distractors, factory, train_size=train_size, seed=seed,
+                          nprobe=ann.DEFAULT_NPROBE if nprobe is None else nprobe)
+    if spatial:
+        c = ann.DEFAULT_CANDIDATES if candidates is None else candidates
+        k = min(n_dis, c * queries.shape[1])
+        order, dist = ann.search_spatial(idx, queries, distractors, k, c)
+    else:
+        r = ann.DEFAULT_RERANK if rerank is None else rerank
+        order, dist = ann.search(idx, queries, distractors, min(n_dis, r), r, batch)
+    rows = np.concatenate([order_db, order + n_db], axis=1)
+    pick = np.argsort(np.concatenate([dist_db, dist], axis=1), axis=1, kind="stable")
+    return np.take_along_axis(rows, pick, axis=1)

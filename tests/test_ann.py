@@ -82,6 +82,25 @@ def test_hdf5_streaming_build_and_rerank_match_in_memory(tmp_path):
     src.close()
 
 
+def test_hdf5_rows_take_their_shape_from_the_transform(tmp_path):
+    """A transform that averages the views (l2's multi_vector: mean) or keeps some of them gives the
+    source its shape: chunks, re-ranking reads and the index all see the transformed rows."""
+    db = _clustered(600, 8, 7).reshape(200, 3, 8)
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["default_layer"] = "x"
+        f.create_dataset("features/x", data=db)
+    mean = ann.H5Rows(path, transform=lambda a: np.asarray(a, np.float32).mean(axis=1))
+    assert mean.shape == (200, 8) and mean.n_rows == 200
+    assert sum(len(c) for c in mean.chunks(size=50)) == 200
+    np.testing.assert_allclose(mean.images(np.array([3, 1])), db[[3, 1]].mean(axis=1), rtol=1e-6)
+    assert mean.images(np.array([], dtype=np.int64)).shape == (0, 8)
+    two = ann.H5Rows(path, transform=lambda a: np.asarray(a, np.float32)[:, :2])
+    assert two.shape == (200, 2, 8) and sum(len(c) for c in two.chunks(size=40)) == 400
+    mean.close()
+    two.close()
+
+
 def test_default_factory_by_size():
     assert ann.default_factory(99_999, 500) == "Flat"
     f = ann.default_factory(1_000_000, 500)

@@ -178,11 +178,19 @@ def test_the_run_record_holds_trials_options_and_the_provenance_of_every_plugin(
         attrs = store.open_info(tiny_digits / f"{split}.h5").attrs
         assert prov["features"][split]["signature_sha256"] == hashlib.sha256(attrs["signature"].encode()).hexdigest()
         assert prov["features"][split]["runtime"] == attrs["runtime"]
-    # deterministic: the same run writes the same bytes, and reads back as evaluate returned it
-    before = (metrics_path.read_bytes(), run_path.read_bytes())
+    # deterministic: the same run writes the same bytes, and reads back as evaluate returned it;
+    # the per-image outcomes live in their own file beside the two
+    from cnnbench import outcomes
+
+    sidecar = outcomes.path_for(metrics_path)
+    before = (metrics_path.read_bytes(), run_path.read_bytes(), sidecar.read_bytes())
     write_results(evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm"), metrics_path)
-    assert (metrics_path.read_bytes(), run_path.read_bytes()) == before
+    assert (metrics_path.read_bytes(), run_path.read_bytes(), sidecar.read_bytes()) == before
+    kept = record.pop("outcomes")
     assert read_results(metrics_path) == json.loads(json.dumps(record))
+    [(trial, back)] = outcomes.read(sidecar)
+    assert trial == kept[0][0] and back.ids == kept[0][1].ids
+    assert back.metric("accuracy") == numbers["accuracy"]
 
 
 def test_evaluate_hands_every_head_the_data_sets_metric(tiny_digits):
@@ -197,3 +205,17 @@ def test_evaluate_hands_every_head_the_data_sets_metric(tiny_digits):
 
     record = evaluate(tiny_digits, plugins.create("dataset", "digits"), Recorder(), "recorder")
     assert seen == ["accuracy"] and record["metrics"] == {"accuracy": 0.5}
+
+
+def test_a_result_with_distractors_is_its_own_column(tmp_path):
+    plain = _record("mynet", "roxford5k", "l2", "mAP_medium", 0.5)
+    r1m = _record("mynet", "roxford5k", "l2", "mAP_medium", 0.3)
+    r1m["provenance"] = {"distractors": {"option": "revisitop1m", "path": "features/mynet/revisitop1m/database.h5"}}
+    by_path = _record("mynet", "rparis6k", "l2", "mAP_medium", 0.4)
+    by_path["provenance"] = {"distractors": {"option": "/data/f/mynet/revisitop1m/database.h5"}}
+    write_results(plain, tmp_path / "a/roxford5k/l2.json")
+    write_results(r1m, tmp_path / "b/roxford5k/l2.json")
+    write_results(by_path, tmp_path / "c/rparis6k/l2.json")
+    table = build_table(load_records(tmp_path), with_paper=False)
+    assert {c[0] for c in table.columns} == {"roxford5k", "roxford5k+revisitop1m", "rparis6k+revisitop1m"}
+    assert table.values[("mynet", ("roxford5k+revisitop1m", "l2", "mAP_medium"))] == 30.0

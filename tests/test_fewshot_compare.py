@@ -18,11 +18,24 @@ def test_curves_take_the_primary_metric_per_shot_with_its_spread(tmp_path):
         _record("effnet-lite0", "svm", {"mean_class_accuracy": 0.94}),  # no few-shot results: no line
     ]
     curves = fewshot_curves(records)
-    assert curves == {("flowers17", "mean_class_accuracy"): {"effnet-lite0 · logreg": [(1, 50.0, 4.0), (5, 80.0, 2.0)]}}
+    assert curves == {("flowers17", "mean_class_accuracy"): {"effnet-lite0 · logreg": [(1, 50.0, 4.0, None, None),
+                                                                                        (5, 80.0, 2.0, None, None)]}}
     md = fewshot_markdown(curves)
     assert "| effnet-lite0 · logreg | 50.0 ± 4.0 | 80.0 ± 2.0 |" in md and "1-shot" in md and "svm" not in md
     render_fewshot_png(curves, tmp_path / "fewshot.png")
     assert (tmp_path / "fewshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_the_draws_in_the_run_record_each_point_gets_a_t_interval(tmp_path):
+    # 1-shot draws 0.4, 0.5, 0.6: mean 0.5, s = 0.1, t(0.975, 2) = 4.3027 -> 50.0 ± 24.8 points
+    rec = _record("b", "logreg", {"mean_class_accuracy": 0.9, "mean_class_accuracy@1shot": 0.5,
+                                  "mean_class_accuracy@1shot_std": 0.0816})
+    rec["fewshot"] = {"draws": [{"shots": 1, "draw": t, "mean_class_accuracy": v} for t, v in enumerate((0.4, 0.5, 0.6))]}
+    [(k, mean, std, low, high)] = fewshot_curves([rec])[("flowers17", "mean_class_accuracy")]["b · logreg"]
+    assert (k, mean) == (1, 50.0) and abs(low - 25.16) < 0.01 and abs(high - 74.84) < 0.01
+    md = fewshot_markdown(fewshot_curves([rec]))
+    assert "| b · logreg | 50.0 [25.2, 74.8] |" in md and "t over the seeded draws" in md
+    render_fewshot_png(fewshot_curves([rec]), tmp_path / "f.png")
 
 
 def test_no_fewshot_results_no_curves():

@@ -23,7 +23,7 @@ from conftest import ROOT
 # offers ``hookimpl`` (and ``__version__``).
 SURFACE = {
     "cnnbench", "cnnbench.backbone", "cnnbench.dataset", "cnnbench.head", "cnnbench.metrics",
-    "cnnbench.retrieval", "cnnbench.linsvm", "cnnbench.logreg", "cnnbench.options", "cnnbench.errors", "cnnbench.download",
+    "cnnbench.retrieval", "cnnbench.linsvm", "cnnbench.logreg", "cnnbench.outcomes", "cnnbench.options", "cnnbench.errors", "cnnbench.download",
     "cnnbench.weights",
 }
 # Named in the docs as off limits: the engine, whose insides change without notice. Any module not

@@ -105,3 +105,31 @@ def test_the_guard_is_sensitive_a_setting_chosen_on_the_test_set_changes(name):
         assert scores_p != scores  # test scores always see the labels
         changed.append(best_p != best)
     assert any(changed), (name, best, scores)  # the leaky choice moves with the test labels
+
+
+
+@pytest.mark.parametrize("name", ["svm", "logreg"])
+def test_c_is_chosen_on_the_data_sets_validation_split_where_its_protocol_names_one(name, monkeypatch):
+    """Flowers-102 (train_on: trainval): C is scored on the official ``val`` images, fitted on ``train``,
+    then refitted on both; with ``tune_on: cv`` (or without a validation split) by cross-validation."""
+    from cnnbench.evaluate import _gather
+
+    trial = plugins.create("dataset", "flowers102", data_root="/nonexistent").trials({})[0]
+    assert trial.validation == ("val",)
+    sets = {"train": _blobs(12, seed=1), "val": _blobs(6, seed=3), "test": TEST}
+    train = _gather(sets, trial.train, trial.validation)
+    assert len(train) == 72 and train.validation.tolist() == [False] * 48 + [True] * 24
+    assert train.subset(np.arange(40, 52)).validation.tolist() == [False] * 8 + [True] * 4
+    assert _gather(sets, trial.train).validation is None and _gather(sets, trial.test, trial.validation).validation is None
+
+    seen = []
+    head = _head(name)
+    real = type(head)._folds
+    monkeypatch.setattr(type(head), "_folds", lambda self, *a: seen.append(real(self, *a)) or seen[-1])
+    head.evaluate(train, TEST, "multiclass", metric="mean_class_accuracy")
+    [[(fit, score)]] = seen
+    assert fit.tolist() == list(range(48)) and score.tolist() == list(range(48, 72))
+
+    seen.clear()
+    _head(name, tune_on="cv").evaluate(train, TEST, "multiclass", metric="mean_class_accuracy")
+    assert len(seen[0]) == 3 and sorted(np.concatenate([va for _, va in seen[0]]).tolist()) == list(range(72))

@@ -66,7 +66,9 @@ def require_images(found: list, folder: Path, dataset: str) -> list:
 class RetrievalDataset(Dataset):
     """Two stored splits: ``database`` (the images searched) and ``queries`` (query images, with
     their query box); ``extras("queries")`` holds the ground truth by image id. One trial: train =
-    the database, test = the queries."""
+    the database, test = the queries. Like every retrieval data set it takes the ``distractors``
+    option (:class:`cnnbench.dataset.Dataset` takes it off; :class:`cnnbench.retrieval.Distractors`):
+    a distractor feature file appended to the database at evaluation (R1M)."""
 
     task = "retrieval"
     metric = "mAP"

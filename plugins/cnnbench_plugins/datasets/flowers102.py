@@ -4,7 +4,9 @@ Layout as distributed: ``102flowers.tgz`` unpacks to ``jpg/image_00001.jpg … i
 ``imagelabels.mat`` holds ``labels`` (1 x 8189, classes 1..102) and ``setid.mat`` the official split
 as 1-based image numbers: ``trnid`` (1020, 10 per class), ``valid`` (1020) and ``tstid`` (6149).
 Stored splits ``train``, ``val``, ``test``; the protocol trains on train + val (``train_on:
-trainval``, the paper's setting) or on train only, and tests on test. Metric: mean class accuracy.
+trainval``, the paper's setting) or on train only, and tests on test. With ``trainval`` the heads
+choose C on ``val`` (fitted on ``train``: the split Nilsback & Zisserman made for it), then refit
+on both; with ``train`` only, by cross-validation on it. Metric: mean class accuracy.
 """
 
 from __future__ import annotations
@@ -89,5 +91,6 @@ class Flowers102(Dataset):
                 for i in sets[split]]
 
     def trials(self, labels):
-        train = {"train": None, "val": None} if self.train_on == "trainval" else {"train": None}
-        return [Trial("default", train, {"test": None})]
+        if self.train_on == "trainval":  # choose hyperparameters on val, then refit on train + val
+            return [Trial("default", {"train": None, "val": None}, {"test": None}, validation=("val",))]
+        return [Trial("default", {"train": None}, {"test": None})]

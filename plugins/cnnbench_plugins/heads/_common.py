@@ -10,6 +10,7 @@ from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import Head, l2_normalize
 from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
+from cnnbench.outcomes import Outcomes
 from cnnbench.retrieval import signed_power
 
 MULTILABEL_METRICS = ("mAP", "mean_auc")
@@ -25,6 +26,14 @@ def classifier_scores(task: str, dec: np.ndarray, y: np.ndarray, ap: str = "voc0
         return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
     pred = dec.argmax(1)
     return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
+
+
+def classifier_outcomes(task: str, dec: np.ndarray, y: np.ndarray, ids, ap: str = "voc07") -> Outcomes:
+    """What a classifier keeps per test image (:mod:`cnnbench.outcomes`): its prediction (multi-class)
+    or its decision values (multi-label), from which intervals and paired tests recompute the metric."""
+    if task == "multilabel":
+        return Outcomes(ids, labels=y, decisions=dec, ap=ap)
+    return Outcomes(ids, labels=y, predictions=np.asarray(dec).argmax(1))
 
 
 def count_outputs(head: str, task: str, train, y_train: np.ndarray, y_test: np.ndarray | None = None) -> int:
@@ -45,6 +54,12 @@ def count_outputs(head: str, task: str, train, y_train: np.ndarray, y_test: np.n
                         "at least 2 classes with training images")
     top = [int(y_train.max()) + 1] + ([int(y_test.max()) + 1] if y_test is not None and len(y_test) else [])
     return max(len(train.classes), *top)
+
+
+def tune_on_option(head: str, value) -> str:
+    """``tune_on``: where C is chosen. auto: the data set's validation split where it has one
+    (Flowers-102's ``val``), else cross-validation on the training images; cv: always the latter."""
+    return O.one_of(f"{head}: tune_on", value, ("auto", "cv"))
 
 
 def refuse_unknown(head: str, unknown: dict, init) -> None:
@@ -78,7 +93,8 @@ def check_device(name: str, value, used: bool) -> None:
 class ClassifierHead(Head):
     """What the classification heads share: the data set's metric when it is one they score; for
     the linear probes (svm, logreg) also the feature transform, pooling over views and the
-    cross-validation folds C is chosen on (they set ``power``, ``view_pooling``, ``cv_folds``, ``seed``)."""
+    cross-validation folds C is chosen on (they set ``power``, ``view_pooling``, ``cv_folds``, ``seed``,
+    ``tune_on``)."""
 
     tasks = ("multiclass", "multilabel")
     example_C = 1.0  # named in the error when there are too few images to cross-validate
@@ -100,10 +116,15 @@ class ClassifierHead(Head):
     def _pool(self, dec: np.ndarray) -> np.ndarray:
         return dec.sum(axis=1) if self.view_pooling == "sum" else dec.max(axis=1)
 
-    def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Seeded folds over images (stratified for multi-class sets), never over the test split."""
+    def _folds(self, y: np.ndarray, task: str, classes: list[str] | None = None,
+               validation: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Where C is chosen, never on the test split: the data set's own validation split when it has
+        one (``validation``, a row mask of the training selection; ``tune_on: auto``), as one fold
+        (fit on the rest, score on it); else seeded folds over images (stratified for multi-class)."""
         from sklearn.model_selection import KFold, StratifiedKFold
 
+        if validation is not None and getattr(self, "tune_on", "auto") == "auto":
+            return [(np.flatnonzero(~validation), np.flatnonzero(validation))]
         if task == "multiclass":
             present, counts = np.unique(y, return_counts=True)
             smallest = int(counts.argmin())

@@ -35,8 +35,15 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, l2_normalize
+from cnnbench.outcomes import KEY as OUTCOMES
 
-from ._common import ClassifierHead, check_device, classifier_scores, refuse_unknown
+from ._common import (
+    ClassifierHead,
+    check_device,
+    classifier_outcomes,
+    classifier_scores,
+    refuse_unknown,
+)
 
 log = logging.getLogger("cnnbench.heads.knn")
 
@@ -144,4 +151,5 @@ class KNNHead(ClassifierHead):
                 out.update({(f"AP/{test.classes[int(n[3:])]}" if n.startswith("AP/") and int(n[3:]) < len(test.classes)
                              else n): v for n, v in scores.items()})
             out.update({at_k(n, k): v for n, v in scores.items() if "/" not in n})
+        out[OUTCOMES] = classifier_outcomes(task, decisions[self.ks[0]], yte, test.ids, self.ap)  # the primary k
         return out

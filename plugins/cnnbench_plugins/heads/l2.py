@@ -56,13 +56,23 @@ UKBench, or views without names) is used as is with the same distance; ``levels`
 ``multi_vector: mean`` instead averages the views into one descriptor.
 
 Large galleries: ``index: faiss`` (or ``auto`` with a database of at least ``faiss_min_database``
-images) searches with a FAISS index (:mod:`cnnbench.ann`): ``faiss_index`` is a FAISS factory string,
+images) searches with a FAISS index (:mod:`cnnbench.ann`): ``index_factory`` (former name
+``faiss_index``, still accepted; both given and different is an error) is a FAISS factory string,
 or ``auto`` (default): ``Flat`` (exact) below 100k indexed vectors, ``IVF{4·sqrt(N)},PQ{D/4}`` (PQ
 codes ≥ 8x smaller than float32) from there on, trained on a seeded sample (``train_size``,
 ``seed``) and searched with ``nprobe`` lists. The index only proposes candidates: ``rerank`` per
 query (whole-image search), or for spatial search ``candidates`` patches per query patch, whose
 images are re-scored exactly with the spatial distance; so ``Flat`` ranks exactly as ``index:
 exact`` does. Database images no candidate named follow the re-ranked ones in database order.
+
+Distractors (R1M): a retrieval data set's ``distractors`` option (:class:`cnnbench.retrieval.Distractors`)
+reaches the head in the database's ``extras``; its images follow the database's rows, never count
+as positives, and appear in the rankings by their ids. PCA-whitening is fitted on the real database
+only (revisitop's convention), then applied to the distractors chunk by chunk as they are read. The
+database size that ``index: auto`` compares with ``faiss_min_database`` counts them. With FAISS the
+real database is ranked exactly and the distractors are streamed from their file into the index
+(never held whole as float32 under a compressed factory), their candidates re-scored from the file;
+with ``index: exact`` they are loaded whole (:func:`cnnbench.retrieval.rank_with_distractors`).
 
 PCA-whitening on small sets. Whitening divides each principal component by the square root of its
 eigenvalue, so components estimated from too few descriptors (noise) get the same weight as real
@@ -117,10 +127,14 @@ from cnnbench.metrics import (
     retrieval_scores,
     revisited_scores,
 )
+from cnnbench.outcomes import KEY as OUTCOMES
+from cnnbench.outcomes import RANKING_DEPTH, Outcomes
 from cnnbench.retrieval import (
+    DISTRACTORS_KEY,
     Whitening,
     check_factory,
     rank_database,
+    rank_with_distractors,
     spatial_view_levels,
 )
 
@@ -147,13 +161,15 @@ class L2RetrievalHead(Head):
     name = "l2"
     tasks = ("multiclass", "retrieval")
     primary_metric = "mAP"
+    takes_distractors = True  # streams a retrieval database's distractors (cnnbench.retrieval.Distractors)
     diagnostics = ("top4_score", "n_queries", "pca_dim_used", "pca_fit_size", "pca_small_set",
                    *(f"n_queries_{s}" for s in REVISITED_SETTINGS))
 
     def __init__(self, query_batch: int = 1024, pca_dim: int | str | None = "auto", whiten: bool = True,
                  power: float = 1.0, pca_fit: str = "database", pca_layer: str | None = None,
-                 index: str = "exact", faiss_min_database: int = 100_000, faiss_index: str = "auto",
-                 nprobe: int = 32, rerank: int = 1000, candidates: int = 500, train_size: int | None = None,
+                 index: str = "exact", faiss_min_database: int = 100_000, index_factory: str | None = None,
+                 faiss_index: str | None = None, nprobe: int = 32, rerank: int = 1000, candidates: int = 500,
+                 train_size: int | None = None,
                  seed: int = 0,
                  levels: list[int] | tuple[int, int] | None = None, multi_vector: str = "min_mean",
                  exclude_self: bool | None = None, **unknown):
@@ -176,9 +192,16 @@ class L2RetrievalHead(Head):
         index = O.one_of("l2: index", index, ("exact", "faiss", "auto"))
         faiss_min_database = O.as_int("l2: faiss_min_database", faiss_min_database, min=1,
                                       fix="the database size from which index: auto uses FAISS")
-        if not (isinstance(faiss_index, str) and faiss_index):
-            raise UserError(f"l2: faiss_index: {faiss_index!r} is not allowed; expected a FAISS index factory string "
-                            "such as 'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
+        # index_factory is the documented name (issue 13); faiss_index, its first name, stays an alias
+        alias = index_factory is None and faiss_index is not None
+        self._factory_option = "l2: faiss_index" if alias else "l2: index_factory"  # errors name what was given
+        if index_factory is not None and faiss_index is not None and index_factory != faiss_index:
+            raise UserError(f"l2: index_factory: {index_factory!r} and faiss_index: {faiss_index!r} name the same option "
+                            "(faiss_index is its former name); give only index_factory")
+        index_factory = index_factory if index_factory is not None else faiss_index if faiss_index is not None else "auto"
+        if not (isinstance(index_factory, str) and index_factory):
+            raise UserError(f"{self._factory_option}: {index_factory!r} is not allowed; expected a FAISS index factory "
+                            "string such as 'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
         nprobe = O.as_int("l2: nprobe", nprobe, min=1, fix="the IVF lists visited per query (default 32)")
         rerank = O.as_int("l2: rerank", rerank, min=1,
                           fix="the candidates per query re-scored exactly with index: faiss (default 1000)")
@@ -198,12 +221,12 @@ class L2RetrievalHead(Head):
             exclude_self = O.as_bool("l2: exclude_self", exclude_self)
         super().__init__(query_batch=query_batch, pca_dim=pca_dim, whiten=whiten, power=power, pca_fit=pca_fit,
                          pca_layer=pca_layer, index=index, faiss_min_database=faiss_min_database,
-                         faiss_index=faiss_index, nprobe=nprobe, rerank=rerank, candidates=candidates,
+                         index_factory=index_factory, nprobe=nprobe, rerank=rerank, candidates=candidates,
                          train_size=train_size, seed=seed, levels=levels, multi_vector=multi_vector,
                          exclude_self=exclude_self)
         self.query_batch, self.pca_dim, self.whiten, self.power = query_batch, pca_dim, whiten, power
         self.pca_fit, self.pca_layer, self.index = pca_fit, pca_layer, index
-        self.faiss_min_database, self.faiss_index = faiss_min_database, faiss_index
+        self.faiss_min_database, self.index_factory = faiss_min_database, index_factory
         self.nprobe, self.rerank, self.candidates, self.train_size, self.seed = nprobe, rerank, candidates, train_size, seed
         self.levels = None if levels is None else (levels[0], levels[1])
         self.multi_vector, self.exclude_self = multi_vector, exclude_self
@@ -221,12 +244,15 @@ class L2RetrievalHead(Head):
         x = np.asarray(fs.features, dtype=np.float32)
         if rows is not None:
             x = x[rows]
+        return self._views(x, fs.views, side)
+
+    def _views(self, x: np.ndarray, views, side: int) -> np.ndarray:
+        """:meth:`_patches` on an array whose view axis is named by ``views`` (a distractor chunk too)."""
         if x.ndim == 2:
             return x
         if x.ndim != 3:
             raise UserError(f"l2: features must be (N, D) or (N, V, D), got shape {x.shape}; "
                             "extract a pooled layer (pooling avg or max)")
-        views = fs.views
         if views is not None and len(views) != x.shape[1]:
             raise UserError(f"l2: the features have {x.shape[1]} views but {len(views)} view names; "
                             "re-extract the feature file")
@@ -285,7 +311,7 @@ class L2RetrievalHead(Head):
         return Whitening(dim, self.whiten, self.power).fit(fit_on), info
 
     def _index(self, n_database: int, spatial: bool, dim: int) -> str:
-        """``exact`` or ``faiss`` for this database (``auto``: by size); a bad ``faiss_index`` fails here, early."""
+        """``exact`` or ``faiss`` for this database (``auto``: by size); a bad ``index_factory`` fails here, early."""
         index = self.index
         if index == "auto":
             index = "faiss" if n_database >= self.faiss_min_database else "exact"
@@ -295,16 +321,34 @@ class L2RetrievalHead(Head):
             except ImportError:
                 raise UserError("l2: index: faiss needs the faiss-cpu package (pip install faiss-cpu); "
                                 "or use index: exact") from None
-            if self.faiss_index != "auto":
-                check_factory(self.faiss_index, dim, "l2: faiss_index")
+            if self.index_factory != "auto":
+                check_factory(self.index_factory, dim, self._factory_option)
         return index
 
     def _rank(self, queries: np.ndarray, database: np.ndarray) -> np.ndarray:
         index = self._index(len(database), database.ndim == 3, database.shape[-1])
-        order, _ = rank_database(queries, database, index=index, batch=self.query_batch, faiss_index=self.faiss_index,
+        order, _ = rank_database(queries, database, index=index, batch=self.query_batch, faiss_index=self.index_factory,
                                  nprobe=self.nprobe, rerank=self.rerank, candidates=self.candidates,
                                  train_size=self.train_size, seed=self.seed)
         return order
+
+    def _rank_with_distractors(self, q: np.ndarray, db: np.ndarray, distractors, w: Whitening) -> np.ndarray:
+        """The database, then the distractors (rows ``len(db) + j``), ranked for every query. The
+        distractor vectors are read from their file in chunks, each given the database's descriptor
+        pipeline (views kept, whitening): with ``index: exact`` (or a small set under ``auto``) they are
+        loaded whole; with FAISS they are streamed into the index and only candidates read back, so a
+        compressed index never holds them as float32 (:func:`cnnbench.retrieval.rank_with_distractors`)."""
+        index = self._index(len(db) + len(distractors), db.ndim == 3, db.shape[-1])
+        source = distractors.rows(lambda block: w.transform(self._views(block, distractors.views, 0)))
+        try:
+            if source.shape[1:] != db.shape[1:]:
+                raise UserError(f"l2: distractors: {distractors.path} gives descriptors of shape {source.shape[1:]}, the "
+                                f"database {db.shape[1:]}; extract them with the same --views and --levels")
+            return rank_with_distractors(q, db, source, index=index, index_factory=self.index_factory,
+                                         batch=self.query_batch, nprobe=self.nprobe, rerank=self.rerank,
+                                         candidates=self.candidates, train_size=self.train_size, seed=self.seed)
+        finally:
+            source.close()
 
     # -- evaluation ----------------------------------------------------------------------------------
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
@@ -331,8 +375,10 @@ class L2RetrievalHead(Head):
         order = order[order != rows].reshape(n, n - 1)  # a full ranking lists every image once
         rel = y[order] == y[:, None]
         ap = ranked_average_precision(rel)
+        kept = Outcomes(test.ids, labels=y, values={"mAP": ap, "nn_accuracy": rel[:, 0].astype(np.float64)},
+                        ranking=_ranking(order, test.ids))
         return {"mAP": float(np.nanmean(ap)), "nn_accuracy": float(rel[:, 0].mean()),
-                "pca_dim_used": float(w.out_dim or X.shape[-1]), **pca}
+                "pca_dim_used": float(w.out_dim or X.shape[-1]), **pca, OUTCOMES: kept}
 
     def _evaluate_retrieval(self, database: FeatureSet, queries: FeatureSet, metric: str) -> dict[str, float]:
         if metric not in ("mAP", "top4", "mAP_medium"):
@@ -354,13 +400,22 @@ class L2RetrievalHead(Head):
         if (db_raw.ndim == 3) != (q_raw.ndim == 3):
             raise UserError(f"l2: database features {db_raw.shape} and query features {q_raw.shape} must both have a "
                             "view axis or neither")
-        w, pca = self._whitening(db_raw, q_raw, "retrieval")
+        w, pca = self._whitening(db_raw, q_raw, "retrieval")  # fitted on the real database, never on distractors
         db, q = w.transform(db_raw), w.transform(q_raw)
-        order = self._rank(q, db)
+        distractors = database.extras.get(DISTRACTORS_KEY)
+        db_ids = database.ids
+        if distractors is None:
+            order = self._rank(q, db)
+        else:
+            order = self._rank_with_distractors(q, db, distractors, w)
+            db_ids = np.concatenate([np.asarray(database.ids, dtype=object), distractors.ids])  # never a positive
+        query_ids = [queries.ids[r] for r in q_rows]
+        ranking = _ranking(order, db_ids)
         if revisited:
-            return {**_revisited_metrics(order, database.ids, [queries.ids[r] for r in q_rows], gt),
-                    "pca_dim_used": float(w.out_dim or db.shape[-1]), **pca}
-        ap, top4 = retrieval_scores(order, database.ids, [queries.ids[r] for r in q_rows], gt,
+            scores, values = _revisited_metrics(order, db_ids, query_ids, gt)
+            return {**scores, "pca_dim_used": float(w.out_dim or db.shape[-1]), **pca,
+                    OUTCOMES: Outcomes(query_ids, values=values, ranking=ranking)}
+        ap, top4 = retrieval_scores(order, db_ids, query_ids, gt,
                                     exclude_self=self.exclude_self,
                                     exclude_self_default=bool(queries.extras.get("exclude_self", False)))
         aps = ap[~np.isnan(ap)]
@@ -369,10 +424,19 @@ class L2RetrievalHead(Head):
                             "extracted); check the data set's ground-truth files")
         out = {"mAP": float(np.mean(aps)), "n_queries": float(len(aps)), "pca_dim_used": float(w.out_dim or db.shape[-1]),
                **pca}
+        values = {"mAP": ap}
         if metric == "top4":
             score = float(np.mean(top4))
             out.update({"top4": score / 4.0, "top4_score": score})
+            values["top4"] = top4 / 4.0
+        out[OUTCOMES] = Outcomes(query_ids, values=values, ranking=ranking)
         return out
+
+
+def _ranking(order: np.ndarray, database_ids) -> list[list[str]]:
+    """Each query's first database ids (what ``cnnbench show`` draws)."""
+    ids = np.asarray(database_ids)
+    return [[str(i) for i in ids[row[:RANKING_DEPTH]]] for row in np.asarray(order)]
 
 
 def _revisited(gt: dict, metric: str) -> bool:
@@ -388,18 +452,22 @@ def _revisited(gt: dict, metric: str) -> bool:
     return bool(has) and all(has)
 
 
-def _revisited_metrics(order: np.ndarray, database_ids, query_ids, gt: dict) -> dict[str, float]:
-    """``mAP_<setting>``, ``mP@<k>_<setting>`` and ``n_queries_<setting>`` for Easy, Medium and Hard."""
+def _revisited_metrics(order: np.ndarray, database_ids, query_ids, gt: dict) -> tuple[dict[str, float], dict]:
+    """``mAP_<setting>``, ``mP@<k>_<setting>`` and ``n_queries_<setting>`` for Easy, Medium and Hard,
+    and the per-query values they are means of (NaN: the query has no positive in that setting)."""
     scores = revisited_scores(order, database_ids, query_ids, gt, REVISITED_KAPPAS)
     if not scores["medium"]["n_queries"]:
         raise UserError("l2: no query has a positive (easy or hard) in the ground truth, or none of them was "
                         "extracted; check the data set's ground-truth file")
     out: dict[str, float] = {}
+    values: dict[str, np.ndarray] = {}
     for setting in REVISITED_SETTINGS:
         res = scores[setting]
         out[f"mAP_{setting}"] = res["mAP"]
-        for k in REVISITED_KAPPAS:
+        values[f"mAP_{setting}"] = res["ap"]
+        for t, k in enumerate(REVISITED_KAPPAS):
             out[f"mP@{k}_{setting}"] = res[f"mP@{k}"]
+            values[f"mP@{k}_{setting}"] = np.where(np.isnan(res["ap"]), np.nan, res["precision"][:, t])
         out[f"n_queries_{setting}"] = float(res["n_queries"])
     out["n_queries"] = float(scores["medium"]["n_queries"])
-    return out
+    return out, values

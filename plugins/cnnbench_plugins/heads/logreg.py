@@ -16,10 +16,10 @@ treatment as the ``svm`` head, so the two compare the loss and nothing else):
 * C: fixed (``C``) or chosen from ``C_grid`` on training images only, by ``cv_folds``-fold
   cross-validation (stratified for multi-class, seeded by ``seed``; folds split images, never the
   views of one image), scored with the data set's metric (ties go to the smaller C); then refitted
-  on the whole training selection with the chosen C. Data sets with a validation split
-  (Flowers-102's ``val``, Flowers-17's) train on train+val: :func:`cnnbench.evaluate.evaluate`
-  hands a head the trial's train selection as one merged set, so C is cross-validated inside
-  train+val, as the ``svm`` head does. Per trial the chosen ``C`` and the cross-validated score at
+  on the whole training selection with the chosen C. A data set whose protocol names a validation
+  split (``Trial.validation``: Flowers-102's ``val``) has C chosen on it instead (fitted on the
+  rest of the training selection, ``tune_on: auto``; ``tune_on: cv`` cross-validates anyway),
+  then refitted on train+val, as the ``svm`` head does. Per trial the chosen ``C`` and the score at
   every grid value (``cv_score@C=<c>``) are diagnostics, kept in the run record;
 * views: features (N, V, D) give one training row per view; at test time an image's logits are
   summed over its views (``view_pooling: sum``) or maxed (``max``), as the ``svm`` head does;
@@ -55,8 +55,17 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet
+from cnnbench.outcomes import KEY as OUTCOMES
 
-from ._common import ClassifierHead, check_device, classifier_scores, count_outputs, refuse_unknown
+from ._common import (
+    ClassifierHead,
+    check_device,
+    classifier_outcomes,
+    classifier_scores,
+    count_outputs,
+    refuse_unknown,
+    tune_on_option,
+)
 
 log = logging.getLogger("cnnbench.heads.logreg")
 
@@ -79,7 +88,8 @@ class LogisticRegressionHead(ClassifierHead):
 
     def __init__(self, C_grid=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), C: float | None = None,
                  cv_folds: int = 3, seed: int = 0, max_iter: int = 1000, tol: float = 1e-6, solver: str = "auto",
-                 device: str = "cpu", power: float = 1.0, view_pooling: str = "sum", ap: str = "voc07", **unknown):
+                 device: str = "cpu", power: float = 1.0, view_pooling: str = "sum", ap: str = "voc07",
+                 tune_on: str = "auto", **unknown):
         refuse_unknown("logreg", unknown, LogisticRegressionHead.__init__)
         if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
             raise UserError("logreg: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose "
@@ -102,7 +112,10 @@ class LogisticRegressionHead(ClassifierHead):
                            fix="the signed power transform sign(x)|x|^power; 1 turns it off")
         view_pooling = O.one_of("logreg: view_pooling", view_pooling, ("sum", "max"))
         ap = O.one_of("logreg: ap", ap, ("voc07", "exact"))
-        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, max_iter=max_iter, tol=tol,
+        tune_on = tune_on_option("logreg", tune_on)
+        self.tune_on = tune_on
+        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, max_iter=max_iter,
+                         tol=tol,
                          solver=solver, device=device, power=power, view_pooling=view_pooling, ap=ap)
         self.solver = "batched" if solver == "auto" else solver
         check_device("logreg: device", device, used=self.solver == "batched")
@@ -118,10 +131,10 @@ class LogisticRegressionHead(ClassifierHead):
 
     # -- the protocol -----------------------------------------------------------------------------------
     def choose_C(self, X: np.ndarray, y: np.ndarray, task: str, metric: str, n_outputs: int,
-                 classes: list[str]) -> tuple[float, dict[float, float], object]:
+                 classes: list[str], validation: np.ndarray | None = None) -> tuple[float, dict[float, float], object]:
         """k-fold CV over the C grid on training images (N, V, D); returns (best C, {C: mean score},
         the model, already holding the training rows, for the final fit)."""
-        folds = self._folds(y, task, classes)
+        folds = self._folds(y, task, classes, validation)
         n, v, _ = X.shape
         member = np.zeros((n, len(folds)), dtype=np.float32)
         for p, (tr, _) in enumerate(folds):
@@ -162,7 +175,7 @@ class LogisticRegressionHead(ClassifierHead):
             model = self._model(task, n_outputs)
             model.start(Xtr.reshape(n * v, -1), np.repeat(ytr, v, axis=0))
         else:
-            C, cv, model = self.choose_C(Xtr, ytr, task, metric, n_outputs, list(train.classes))
+            C, cv, model = self.choose_C(Xtr, ytr, task, metric, n_outputs, list(train.classes), train.validation)
             info.update({cv_score_name(c): s for c, s in cv.items()})
             warm = model.fold_mean(C)  # the folds' mean solution at C: a start close to the final one
         model.fit(C, np.ones((n * v, 1), dtype=np.float32), warm)
@@ -177,7 +190,7 @@ class LogisticRegressionHead(ClassifierHead):
         if task == "multilabel":
             out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
                    for k, v in out.items()}
-        return {**out, **info}
+        return {**out, **info, OUTCOMES: classifier_outcomes(task, dec, yte, test.ids, self.ap)}
 
 
 class _BatchedModel:

@@ -16,8 +16,10 @@ Protocol (Razavian et al. 2014, as cnnbench reads it):
   liblinear per pair, slow on many classes). Scores: accuracy and mean class accuracy.
 * C: fixed (``C``; the paper's values: VOC 0.2, MIT-67 2, CUB 2, Flowers 2, H3D 0.2, UIUC 0.2) or
   chosen from ``C_grid`` by ``cv_folds``-fold cross-validation on the training split (stratified
-  for multi-class, seeded; folds split images, never the views of one image). Ties go to the
-  smaller C.
+  for multi-class, seeded; folds split images, never the views of one image), or on the data set's
+  validation split where its protocol names one (Flowers-102's ``val``; ``tune_on: auto``, the
+  default; ``cv`` cross-validates anyway), then refitted on the whole training selection. Ties
+  go to the smaller C.
 * views: features (N, V, D) train one sample per view; at test time an image's decision values
   are summed over its views (``view_pooling: sum``, the paper's choice) or maxed (``max``).
 * ``class_weight: balanced`` weighs each binary problem's positives and negatives to equal total.
@@ -44,8 +46,17 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet
+from cnnbench.outcomes import KEY as OUTCOMES
 
-from ._common import ClassifierHead, check_device, classifier_scores, count_outputs, refuse_unknown
+from ._common import (
+    ClassifierHead,
+    check_device,
+    classifier_outcomes,
+    classifier_scores,
+    count_outputs,
+    refuse_unknown,
+    tune_on_option,
+)
 
 
 @hookimpl
@@ -61,7 +72,8 @@ class LinearSVMHead(ClassifierHead):
     def __init__(self, C_grid=(0.01, 0.1, 1.0, 10.0, 100.0), C: float | None = None, cv_folds: int = 3,
                  seed: int = 0, loss: str = "squared_hinge", class_weight: str | None = None, max_iter: int = 10000,
                  solver: str = "auto", multiclass: str = "ovr", power: float = 1.0, view_pooling: str = "sum",
-                 ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu", **unknown):
+                 ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu",
+                 tune_on: str = "auto", **unknown):
         refuse_unknown("svm", unknown, LinearSVMHead.__init__)
         if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
             raise UserError("svm: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose C "
@@ -87,7 +99,10 @@ class LinearSVMHead(ClassifierHead):
         smooth = O.as_float("svm: smooth", smooth, min=0, min_exclusive=True,
                             fix="the width over which the batched solver smooths the hinge's kink (default 0.05)")
         tol = O.as_float("svm: tol", tol, min=0, min_exclusive=True)
-        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, loss=loss, class_weight=class_weight,
+        tune_on = tune_on_option("svm", tune_on)
+        self.tune_on = tune_on
+        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, loss=loss,
+                         class_weight=class_weight,
                          max_iter=max_iter, solver=solver, multiclass=multiclass, power=power,
                          view_pooling=view_pooling, ap=ap, smooth=smooth, tol=tol, device=device)
         if solver == "auto":  # the faster of the two where it meets the accuracy bar (benchmarks/svm_speed.py)
@@ -110,10 +125,10 @@ class LinearSVMHead(ClassifierHead):
 
 
     def choose_C(self, X: np.ndarray, y: np.ndarray, task: str, metric: str, n_outputs: int,
-                 classes: list[str] | None = None) -> tuple[float, dict]:
-        """k-fold CV over the C grid; returns (best C, {C: mean score})."""
+                 classes: list[str] | None = None, validation: np.ndarray | None = None) -> tuple[float, dict]:
+        """Score the C grid on the validation split or k CV folds (:meth:`_folds`); returns (best C, {C: mean score})."""
         scores = {c: [] for c in self.C_grid}
-        for tr, va in self._folds(y, task, classes):
+        for tr, va in self._folds(y, task, classes, validation):
             model = self._model(n_outputs)
             model.start(X[tr], y[tr])
             for c in self.C_grid:  # ascending: each fit warm-starts from the previous one
@@ -139,7 +154,7 @@ class LinearSVMHead(ClassifierHead):
         if self.C is not None:
             C = float(self.C)
         else:
-            C, _ = self.choose_C(Xtr, ytr, task, metric, n_outputs, list(train.classes))
+            C, _ = self.choose_C(Xtr, ytr, task, metric, n_outputs, list(train.classes), train.validation)
         model = self._model(n_outputs)
         model.start(Xtr, ytr)
         model.fit(C)
@@ -149,6 +164,7 @@ class LinearSVMHead(ClassifierHead):
             out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
                    for k, v in out.items()}
         out["C"] = C
+        out[OUTCOMES] = classifier_outcomes(task, dec, yte, test.ids, self.ap)
         return out
 
 

@@ -1,0 +1,168 @@
+"""Confidence intervals and paired tests for the numbers ``cnnbench compare`` shows.
+
+A 95 % interval for every number, by the protocol's own repetitions where it has them:
+
+* **trials** (Flowers-17's three seeded splits, Caltech-101's five, few-shot draws): the
+  t-interval of their mean, ``mean ± t(n-1) · s / sqrt(n)``. It is the spread of the protocol's
+  repeated experiments, which is what a reader of the paper's "± x" has in mind.
+* **bootstrap** otherwise (one fixed split: VOC 2007, MIT-67, Oxford5k): a seeded percentile
+  bootstrap over test items, resampled with replacement ``bootstrap`` times, the metric recomputed
+  on each resample from the per-item outcomes the head kept (:mod:`cnnbench.outcomes`): per-class
+  mAP is recomputed, not averaged per image. It measures how much the number depends on which
+  test images happened to be drawn, not the training noise (ours is deterministic).
+
+Two backbones scored on the same test items (same data set, head, trials and ids) are compared
+pair by pair:
+
+* ``accuracy`` on one trial: **McNemar's exact test** (two-sided binomial test on the images one
+  gets right and the other wrong), the standard paired test for classifiers.
+* anything else: a **paired bootstrap** (the same resampled items for both, within each trial;
+  the metric is the mean over trials): ``p = min(1, 2 · min(#(d* <= 0) + 1, #(d* >= 0) + 1) /
+  (B + 1))`` over the B resampled differences d*, so the smallest p it can give is 2 / (B + 1).
+
+A difference is *significant* when ``p < 1 - level`` (0.05 for 95 %). Choices (percentile
+intervals, t over trials, McNemar for single-trial accuracy) are written here and in
+docs/datasets.md; ``level``, ``bootstrap`` and ``seed`` are ``compare`` parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .outcomes import Outcomes
+
+LEVEL = 0.95
+BOOTSTRAP = 1000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    method: str  # "trials" (t over n repetitions) or "bootstrap" (over n resamples of the test items)
+    n: int
+
+
+@dataclass(frozen=True)
+class Paired:
+    p: float
+    method: str  # "mcnemar" or "paired-bootstrap"
+    difference: float  # a minus b, on the common items
+    n_items: int  # items both were scored on (summed over trials)
+
+
+def t_interval(values, level: float = LEVEL) -> Interval | None:
+    """Interval of the mean of repeated measurements (None for fewer than two)."""
+    from scipy.stats import t
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(v) < 2:
+        return None
+    mean, half = v.mean(), t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return Interval(float(mean - half), float(mean + half), "trials", len(v))
+
+
+def _resamples(sizes: list[int], n: int, seed: int) -> list[np.ndarray]:
+    """Per trial, an (n, size) matrix of item indices drawn with replacement; seeded per trial."""
+    return [np.random.default_rng([seed, t]).integers(0, size, size=(n, size)) for t, size in enumerate(sizes)]
+
+
+def _replicates(trials: list[Outcomes], metric: str, draws: list[np.ndarray]) -> np.ndarray:
+    """The metric (mean over trials) on each resample: (n,)."""
+    per_trial = []
+    for o, idx in zip(trials, draws):
+        per_trial.append(_fast(o, metric, idx))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(per_trial), axis=0) if len(per_trial) > 1 else per_trial[0]
+
+
+def _fast(o: Outcomes, metric: str, idx: np.ndarray) -> np.ndarray:
+    """The metric on each row of ``idx`` (resamples x items), vectorised where the metric is a mean."""
+    if metric in o.values:
+        v = o.values[metric][idx]
+        with np.errstate(invalid="ignore"):
+            return np.nanmean(v, axis=1)
+    if metric == "accuracy" and o.predictions is not None:
+        return (o.predictions == o.labels).astype(np.float64)[idx].mean(axis=1)
+    if metric == "mean_class_accuracy" and o.predictions is not None:
+        correct = (o.predictions == o.labels).astype(np.float64)[idx]
+        labels = np.asarray(o.labels)[idx]
+        classes = np.unique(o.labels)
+        code = np.searchsorted(classes, labels) + np.arange(len(idx))[:, None] * len(classes)
+        hits = np.bincount(code.ravel(), correct.ravel(), len(idx) * len(classes)).reshape(len(idx), -1)
+        seen = np.bincount(code.ravel(), None, len(idx) * len(classes)).reshape(len(idx), -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean(np.where(seen > 0, hits / seen, np.nan), axis=1)  # classes present in the resample
+    return np.array([o.metric(metric, rows) for rows in idx])
+
+
+def bootstrap_interval(trials: list[Outcomes], metric: str, *, level: float = LEVEL, n: int = BOOTSTRAP,
+                       seed: int = SEED) -> Interval | None:
+    """Percentile interval of ``metric`` (mean over trials) over resamples of each trial's items;
+    None when the outcomes cannot compute it."""
+    if not trials or any(metric not in o.metrics() or len(o) == 0 for o in trials):
+        return None
+    reps = _replicates(trials, metric, _resamples([len(o) for o in trials], n, seed))
+    reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return None
+    low, high = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(low), float(high), "bootstrap", n)
+
+
+def _aligned(a: list[tuple[str, Outcomes]], b: list[tuple[str, Outcomes]]) -> list[tuple[Outcomes, Outcomes]]:
+    """Trials of the same name, restricted to the items both scored, in a's order."""
+    b_by = dict(b)
+    pairs = []
+    for name, oa in a:
+        ob = b_by.get(name)
+        if ob is None:
+            continue
+        pos_b = {i: k for k, i in enumerate(ob.ids)}
+        rows_a = [k for k, i in enumerate(oa.ids) if i in pos_b]
+        if not rows_a:
+            continue
+        rows_b = [pos_b[oa.ids[k]] for k in rows_a]
+        pairs.append((_take(oa, rows_a), _take(ob, rows_b)))
+    return pairs
+
+
+def _take(o: Outcomes, rows: list[int]) -> Outcomes:
+    if rows == list(range(len(o))):
+        return o
+    r = np.asarray(rows)
+    pick = (lambda v: None if v is None else np.asarray(v)[r])
+    return Outcomes([o.ids[k] for k in rows], labels=pick(o.labels), predictions=pick(o.predictions),
+                    decisions=pick(o.decisions), ap=o.ap, values={k: v[r] for k, v in o.values.items()},
+                    ranking=None if o.ranking is None else [o.ranking[k] for k in rows])
+
+
+def paired_test(a: list[tuple[str, Outcomes]], b: list[tuple[str, Outcomes]], metric: str, *,
+                n: int = BOOTSTRAP, seed: int = SEED) -> Paired | None:
+    """Is ``a``'s ``metric`` different from ``b``'s on the same test items? None when they share no
+    scored item (other splits, other data set) or cannot compute the metric."""
+    pairs = _aligned(a, b)
+    if not pairs or any(metric not in o.metrics() for pair in pairs for o in pair):
+        return None
+    ta, tb = [p[0] for p in pairs], [p[1] for p in pairs]
+    n_items = sum(len(o) for o in ta)
+    diff = float(np.mean([x.metric(metric) - y.metric(metric) for x, y in pairs]))
+    if metric == "accuracy" and len(pairs) == 1 and ta[0].predictions is not None:
+        from scipy.stats import binomtest
+
+        right_a = ta[0].predictions == ta[0].labels
+        right_b = tb[0].predictions == tb[0].labels
+        only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+        p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+        return Paired(p, "mcnemar", diff, n_items)
+    draws = _resamples([len(o) for o in ta], n, seed)
+    d = _replicates(ta, metric, draws) - _replicates(tb, metric, draws)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return None
+    m = len(d)  # add-one: a p-value from m resamples is never 0 (Davison & Hinkley 1997)
+    p = float(min(1.0, 2.0 * min((1 + np.sum(d <= 0)) / (m + 1), (1 + np.sum(d >= 0)) / (m + 1))))
+    return Paired(p, "paired-bootstrap", diff, n_items)
