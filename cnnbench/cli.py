@@ -395,12 +395,12 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     settings = ctx.params.get("compare") or {}
     baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
     all_metrics = bool(settings.get("all_metrics", False)) if all_metrics is None else all_metrics
+    given = {k: v for k, v in {"level": level, "bootstrap": bootstrap}.items() if v is not None}
+    level, n_boot, seed = compare_statistics("compare", {**settings, **given})  # bad options first
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
     records = load_records(metrics_dir)
     if not records:
         raise CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first")
-    given = {k: v for k, v in {"level": level, "bootstrap": bootstrap}.items() if v is not None}
-    level, n_boot, seed = compare_statistics("compare", {**settings, **given})
     table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
                         baseline=None if baseline.lower() == "none" else baseline, level=level, bootstrap=n_boot,
                         seed=seed)

@@ -94,10 +94,9 @@ def check(params: dict[str, Any], source: str = "params") -> None:
 
 def compare_statistics(source: str, compare: dict) -> tuple[float, int, int]:
     """(level, bootstrap, seed) of compare's intervals and paired tests (:mod:`cnnbench.stats`), checked."""
-    level = O.as_float(f"{source}: compare.level", compare.get("level", 0.95), min=0.5, max=1, min_exclusive=True,
+    level = O.as_float(f"{source}: compare.level", compare.get("level", 0.95), min=0.5, max=0.999,
+                       min_exclusive=True,
                        fix="the coverage of the intervals, e.g. 0.95; differences are significant at p < 1 - level")
-    if level >= 1:
-        raise UserError(f"{source}: compare.level: {level!r} is not allowed; expected a coverage below 1, e.g. 0.95")
     n = O.as_int(f"{source}: compare.bootstrap", compare.get("bootstrap", 1000), min=100,
                  fix="the bootstrap resamples per interval and paired test (default 1000)")
     seed = O.as_int(f"{source}: compare.seed", compare.get("seed", 0), min=0, fix="the seed of the bootstrap resamples")

@@ -115,6 +115,11 @@ CASES = [
                                  "--max-unpacked-size", "abc"], "max-unpacked-size"),
     ("dataset-option-typo", None, ["extract", "-b", "tiny", "-d", "imagefolder", "-D", "path=data/small",
                                    "-D", "trian_per_class=1"], "did you mean 'train_per_class'"),
+    ("svm-tune-on-bogus", None, EVALUATE + ["-H", "tune_on=val"], "tune_on"),
+    ("compare-level-one", {"compare": {"level": 1}}, ["compare"], "compare.level"),
+    ("compare-bootstrap-ten", None, ["compare", "--bootstrap", "10"], "compare.bootstrap"),
+    ("distractors-on-a-class-set", None, EVALUATE + ["-D", "distractors=revisitop1m"], "distractors"),
+    ("show-without-outcomes", None, ["show", "-b", "tiny", "-d", "digits"], "cnnbench evaluate"),
 ]
 
 
