@@ -96,7 +96,59 @@ def _fast(o: Outcomes, metric: str, idx: np.ndarray) -> np.ndarray:
         seen = np.bincount(code.ravel(), None, len(idx) * len(classes)).reshape(len(idx), -1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.nanmean(np.where(seen > 0, hits / seen, np.nan), axis=1)  # classes present in the resample
+    if metric in ("mAP", "mean_auc") and o.decisions is not None:
+        return np.concatenate([_weighted_multilabel(o, metric, idx[s:s + CHUNK]) for s in range(0, len(idx), CHUNK)])
     return np.array([o.metric(metric, rows) for rows in idx])
+
+
+CHUNK = 200  # resamples scored at once by _weighted_multilabel (bounds its (resamples, images) arrays)
+
+
+def _weighted_multilabel(o: Outcomes, metric: str, idx: np.ndarray) -> np.ndarray:
+    """mAP (voc07 or exact) or mean AUC of each resample, without materialising it: a resample is a
+    count per image, and each class is sorted once. Equal to :meth:`Outcomes.metric` on the resampled
+    rows (the copies of one image are adjacent in its sorted order; intermediate points of a run of
+    copies never raise an interpolated precision; exact AP sums a run's precisions in closed form)."""
+    from scipy.special import digamma
+
+    b, n = idx.shape
+    counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+    labels, dec = np.asarray(o.labels), np.asarray(o.decisions, np.float64)
+    per_class = []
+    for c in range(labels.shape[1]):
+        keep = labels[:, c] >= 0
+        s, pos, w = dec[keep, c], labels[keep, c] > 0, counts[:, keep]
+        if metric == "mean_auc":
+            order = np.argsort(s, kind="stable")
+            s, pos, w = s[order], pos[order], w[:, order]
+            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
+            pos_g = np.add.reduceat(w * pos, starts, axis=1) if len(s) else np.zeros((b, 0))
+            neg_g = np.add.reduceat(w * ~pos, starts, axis=1) if len(s) else np.zeros((b, 0))
+            below = np.cumsum(neg_g, axis=1) - neg_g
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_class.append((pos_g * (below + 0.5 * neg_g)).sum(1) / (pos_g.sum(1) * neg_g.sum(1)))
+            continue
+        order = np.argsort(-s, kind="stable")
+        pos, w = pos[order], w[:, order]
+        tp, seen = np.cumsum(w * pos, axis=1), np.cumsum(w, axis=1)
+        n_pos = tp[:, -1:] if tp.shape[1] else np.zeros((b, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if o.ap == "voc07":
+                prec = np.where(seen > 0, tp / np.where(seen > 0, seen, 1), 0.0)
+                rec = tp / n_pos  # non-decreasing along a row: rec >= t is a suffix, starting at #(rec < t)
+                best_after = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+                rows, width = np.arange(b), prec.shape[1]
+                ap = 0.0
+                for t in np.linspace(0, 1, 11):
+                    start = (rec < t).sum(axis=1)
+                    ap = ap + np.where(start < width, best_after[rows, np.minimum(start, width - 1)], 0.0) / 11
+            else:  # the precisions at a run of w copies of a positive, after a hits among m: sum_j (a+j)/(m+j)
+                a, m = tp - w * pos, seen - w
+                run = w - (m - a) * (digamma(m + w + 1) - digamma(m + 1))
+                ap = np.where(pos, run, 0.0).sum(axis=1) / n_pos[:, 0]
+            per_class.append(np.where(n_pos[:, 0] > 0, ap, np.nan))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(per_class, axis=1), axis=1)
 
 
 def bootstrap_interval(trials: list[Outcomes], metric: str, *, level: float = LEVEL, n: int = BOOTSTRAP,
