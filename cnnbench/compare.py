@@ -309,7 +309,7 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, n_bars + len(table.reference_rows)),
               frameon=False)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _outcomes(rec: dict, cache: dict) -> list | None:
@@ -479,7 +479,7 @@ def render_fewshot_png(curves: dict[tuple[str, str], dict[str, Curve]], path: st
         ax.set_title(dataset, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 # -- which layer transfers best -----------------------------------------------------------------------
@@ -530,10 +530,10 @@ def render_layers_png(curves: dict, path: str | os.PathLike) -> None:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
-def _save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
     """Lay out, write atomically (a reader never sees half a PNG), close."""
     import matplotlib.pyplot as plt
 

@@ -13,7 +13,7 @@ hard; junk ignored), the setting reported first. On multi-class data sets (each 
 the others) a result is positive when it has the query's class.
 
 The layout is fixed in pixels (:data:`THUMB`, :data:`FRAME`, …; :func:`frame_box`) and PNGs go
-through :func:`cnnbench.compare._save_figure`, so identical inputs give identical bytes and a test
+through :func:`cnnbench.compare.save_figure`, so identical inputs give identical bytes and a test
 can find every frame.
 """
 
@@ -155,7 +155,7 @@ def render(rows: list[Row], path: str | os.PathLike, heading: str = "") -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .compare import _save_figure
+    from .compare import save_figure
 
     n_results = max([len(r.results) for r in rows] + [1])
     width, block = row_size(n_results)
@@ -180,7 +180,7 @@ def render(rows: list[Row], path: str | os.PathLike, heading: str = "") -> Path:
         for k, caption in captions:
             x1, _, x2, y2 = frame_box(k)
             text((x1 + x2) / 2, y0 + y2 + 3, caption, fontsize=6.5, va="top", ha="center")
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return Path(path)
 
 
