@@ -1,14 +1,26 @@
 """Retrieval at gallery scale: exact search against a compressed FAISS index (IVF + PQ codes,
-candidates re-ranked exactly from the HDF5 feature file), on real descriptors, then on 1M
-synthetic ones.
+candidates re-ranked exactly from the HDF5 feature file), on real descriptors (by hand, then through
+the product's ``distractors`` option), then on 1M synthetic ones.
 
     python benchmarks/retrieval_scale.py [--data ../shared/data] [--cache features/_bench_distractors]
-        [--distractors 1000] [--levels 2] [--n 1000000] [--skip-real] [--skip-synthetic]
+        [--distractors 1000] [--levels 2] [--n 1000000] [--skip-real] [--skip-product] [--skip-synthetic]
+
+Each part (and each index kind of part (c)) runs in a fresh process, so each peak memory is its own.
 
 (a) oxford5k-subset with spatial search (every sub-patch of every database image indexed), the
 spatial sub-patches of ``--distractors`` Flowers-17 and 15-Scene images (a seeded sample) added to
 the database as distractors. Features: effnet-lite0, extracted once into ``--cache``. Exact spatial
 search against the default compressed index of :func:`cnnbench.ann.default_factory`.
+(c) The product path on the same files: :func:`cnnbench.evaluate.evaluate` on the cached Oxford
+features, the data set created with ``distractors=<part (a)'s distractor file>`` (appended to the
+database at evaluation, :mod:`cnnbench.retrieval`), the l2 head once with ``index: exact`` and once
+with ``index: faiss`` (part (a)'s factory, ``--nprobe``, ``--candidates``), ``pca_dim: null`` (part (a)
+ranks plain L2-normalised descriptors; the head's default PCA-whitening would not compare): mAP,
+peak memory and seconds of each. With FAISS the product ranks the Oxford database exactly and
+indexes only the distractors, so no database image goes unranked (part (a) cuts each ranking where
+its index's candidates end). The distractor set is declared ``task = "retrieval"`` (as revisitop1m
+is): the product refuses the features of a data set of another task, and a cache written before
+that is extracted again.
 (b) The same kind of index on ``--n`` seeded synthetic 500-d float32 vectors (generated chunk by
 chunk and written to an HDF5 file, never held whole): build seconds, bytes per vector, peak memory,
 and the projection to 30M patch vectors (R1M spatial search).
@@ -27,7 +39,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory, MB: ``VmHWM`` of ``/proc/self/status`` where there is one.
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss`` on Linux: a child started by fork + exec inherits its
+    parent's peak there (the peak of the forked copy is kept across exec), so every part would report
+    at least the parent's (whose extraction loads the backbone) instead of its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB (macOS: bytes)
 
 
 def _sample_dataset(datasets, n: int, seed: int):
@@ -46,6 +69,10 @@ def _sample_dataset(datasets, n: int, seed: int):
     class Distractors(Dataset):
         name = "bench-distractors"
         splits = ("all",)
+        # declared as the product's distractor sets are (revisitop1m): open_distractors refuses the
+        # features of a data set whose task is not retrieval (Dataset's default is multiclass)
+        task = "retrieval"
+        distractor_set = True
 
         @property
         def classes(self):
@@ -55,6 +82,14 @@ def _sample_dataset(datasets, n: int, seed: int):
             return items
 
     return Distractors()
+
+
+def _stored_task(path: Path) -> str | None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        task = f.attrs.get("task")
+    return task.decode() if isinstance(task, bytes) else task
 
 
 def extract_all(data: str, cache: str, n_distractors: int | None, levels: int, seed: int) -> dict[str, Path]:
@@ -80,7 +115,10 @@ def extract_all(data: str, cache: str, n_distractors: int | None, levels: int, s
                                 ("train", "test"))], n_distractors, seed)
         paths["distractors"] = cache_dir / f"distractors-L{levels}-n{n_distractors or 'all'}-s{seed}.h5"
         t0 = time.perf_counter()
-        extract_split(backbone, dis, "all", paths["distractors"], settings, progress=False)
+        # a cache written before the set declared its task says "multiclass"; the task is not part of
+        # the extraction signature, so only overwriting rewrites it (the product refuses it otherwise)
+        stale = paths["distractors"].exists() and _stored_task(paths["distractors"]) != dis.task
+        extract_split(backbone, dis, "all", paths["distractors"], settings, progress=False, overwrite=stale)
         print(f"distractor features: {paths['distractors']} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return paths
 
@@ -118,11 +156,9 @@ def part_real(args) -> None:
     from cnnbench.metrics import retrieval_scores
     from cnnbench.retrieval import rank_database
 
-    cache = Path(args.cache)
-    tag = f"L{args.levels}-n{args.distractors or 'all'}-s{args.seed}"
-    db_path = cache / f"oxford5k-subset-L{args.levels}" / "database.h5"
-    dis_path = cache / f"distractors-{tag}.h5"
-    queries = store.read(cache / f"oxford5k-subset-L{args.levels}" / "queries.h5")
+    ox_dir, dis_path = _paths(args)
+    db_path = ox_dir / "database.h5"
+    queries = store.read(ox_dir / "queries.h5")
     gt = queries.extras["ground_truth"]
     q = l2_normalize(np.asarray(queries.features, np.float32))
     import h5py
@@ -149,7 +185,7 @@ def part_real(args) -> None:
             aps.append(ap[0])
         return 100 * float(np.nanmean(aps))
 
-    factory = args.factory or ann.default_factory(src.n_rows, dim, flat_below=0)
+    factory = _factory(args)  # = args.factory or ann.default_factory(src.n_rows, dim, flat_below=0)
     t0 = time.perf_counter()
     index = ann.build_index(src, factory, seed=args.seed, nprobe=args.nprobe)
     build_s = time.perf_counter() - t0
@@ -174,6 +210,74 @@ def part_real(args) -> None:
     print(f"search seconds: exact {search_ex:.2f}, index {search_ix:.2f} (incl. re-ranking reads)")
     top10 = np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(order_ex, order_ix)])
     print(f"top-10 overlap index vs exact: {100 * top10:.1f} %", flush=True)
+
+
+def _paths(args) -> tuple[Path, Path]:
+    """The cached Oxford feature folder and distractor file of part (a)."""
+    cache = Path(args.cache)
+    return (cache / f"oxford5k-subset-L{args.levels}",
+            cache / f"distractors-L{args.levels}-n{args.distractors or 'all'}-s{args.seed}.h5")
+
+
+def _factory(args) -> str:
+    """Part (a)'s index: ``--factory``, else the default compressed one for all its patch vectors
+    (Oxford database + distractors)."""
+    from cnnbench import ann
+
+    if args.factory:
+        return args.factory
+    ox_dir, dis_path = _paths(args)
+    sources = [ann.H5Rows(ox_dir / "database.h5"), ann.H5Rows(dis_path)]
+    try:
+        return ann.default_factory(sum(s.n_rows for s in sources), sources[0].shape[-1], flat_below=0)
+    finally:
+        for s in sources:
+            s.close()
+
+
+def product_head_params(args, index: str) -> dict:
+    """The l2 head's options of part (c): no PCA (like part (a)), part (a)'s index settings."""
+    return {"pca_dim": None, "index": index, "index_factory": _factory(args), "nprobe": args.nprobe,
+            "candidates": args.candidates, "seed": args.seed}
+
+
+def part_product(args, index: str) -> None:
+    """(c), one index kind per process: the product path, ``cnnbench.evaluate.evaluate`` on the
+    Oxford subset with the data-set option ``distractors`` naming part (a)'s distractor file."""
+    from cnnbench import plugins
+    from cnnbench.evaluate import evaluate
+
+    ox_dir, dis_path = _paths(args)
+    dataset = plugins.create("dataset", "oxford5k-subset", path=str(Path(args.data) / "oxford5k-subset"),
+                             distractors=str(dis_path))
+    head = plugins.create("head", "l2", **product_head_params(args, index))
+    from cnnbench import ann
+
+    build = ann.build_index
+    built = []
+
+    def timed_build(*a, **k):  # looked up on the module when called: times the index build inside evaluate
+        t = time.perf_counter()
+        try:
+            return build(*a, **k)
+        finally:
+            built.append(time.perf_counter() - t)
+
+    ann.build_index = timed_build
+    before = peak_rss_mb()
+    t0 = time.perf_counter()
+    result = evaluate(ox_dir, dataset, head, "l2")
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    m = result["metrics"]
+    label = "exact" if index == "exact" else "index"
+    print(f"mAP {label} (cnnbench evaluate + distractors): {100 * m['mAP']:.2f}")
+    print(f"peak resident memory {label} (cnnbench evaluate + distractors): {peak:.0f} MB "
+          f"({before:.0f} MB before evaluate: interpreter, imports)")
+    print(f"seconds {label} (cnnbench evaluate + distractors): {seconds:.2f} (whole evaluate: reading the feature "
+          f"files, {'loading the distractors, ' if index == 'exact' else f'building the index over the distractors ({sum(built):.1f} s), '}"
+          f"ranking, scoring; {int(result['trials'][0].get('n_queries', 0))} queries, {result['trials'][0]['n_train']} database rows "
+          f"+ {result['provenance']['distractors']['rows']} distractors)", flush=True)
 
 
 def _synthetic_file(path: Path, n: int, dim: int, seed: int, chunk: int = 50_000) -> None:
@@ -254,18 +358,33 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="folder for part (b)'s temporary HDF5 file")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
-    ap.add_argument("--part", choices=("a", "b"), help=argparse.SUPPRESS)
+    ap.add_argument("--skip-product", action="store_true", help="skip part (c), cnnbench evaluate + distractors")
+    ap.add_argument("--part", choices=("a", "b", "c-exact", "c-faiss"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part == "a":
         return part_real(args)
     if args.part == "b":
         return part_synthetic(args)
+    if args.part in ("c-exact", "c-faiss"):
+        return part_product(args, args.part[2:])
     import subprocess
     import sys
 
-    if not args.skip_real:  # each part in its own process, so each peak memory is its own
+    # each part (and each index kind of part (c)) in its own process, so each peak memory is its own
+    if not (args.skip_real and args.skip_product):
         extract_all(args.data, args.cache, args.distractors, args.levels, args.seed)
+    if not args.skip_real:
         subprocess.run([sys.executable, __file__, *sys.argv[1:], "--part", "a"], check=True)
+    if not args.skip_product:
+        ox_dir, dis_path = _paths(args)
+        params = product_head_params(args, "exact|faiss")
+        print(f"(c) the product path: cnnbench.evaluate.evaluate({ox_dir}, oxford5k-subset with distractors={dis_path}, "
+              f"l2 head, 'l2'), each index kind in a fresh process; head options {params}. pca_dim: null (no PCA): "
+              "part (a) ranks plain L2-normalised descriptors, and the head's default (pca_dim: auto, PCA-whitening to "
+              "500 fitted on the database) would not compare. index: faiss indexes the distractors only, with part "
+              "(a)'s factory; the Oxford database is ranked exactly", flush=True)
+        for index in ("exact", "faiss"):
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--part", f"c-{index}"], check=True)
     if not args.skip_synthetic:
         subprocess.run([sys.executable, __file__, *sys.argv[1:], "--part", "b"], check=True)
 

@@ -339,7 +339,8 @@ def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str 
         raise UserError(f"{label}: {exc}") from None
     if dinfo.attrs.get("task") not in (None, "retrieval"):
         raise UserError(f"{label}: {path} holds features of a {dinfo.attrs.get('task')} data set; name the features of a "
-                        "distractor set (revisitop1m)")
+                        "distractor set (revisitop1m; a data set of your own declares task = 'retrieval' and is "
+                        "extracted again with --overwrite)")
     other, weights = dinfo.attrs.get("backbone"), (dinfo.attrs.get("weights_sha256"), info.attrs.get("weights_sha256"))
     if other != backbone or (all(weights) and weights[0] != weights[1]):
         what = f"backbone {other!r}, the database with {backbone!r}" if other != backbone else \
