@@ -285,8 +285,8 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
             errs.append((max(0.0, v - ci.low), max(0.0, ci.high - v)) if ci else (s, s))
         yerr = list(zip(*errs)) if any(e for pair in errs for e in pair) else None
         bars = ax.bar(xs, hs, width * 0.9, yerr=yerr, capsize=3, color=cmap(j % 10), label=row, zorder=2)
-        for b, v in zip(bars, hs):
-            ax.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        for b, v, (_, up) in zip(bars, hs, errs):  # the label above the whisker, not across it
+            ax.text(b.get_x() + b.get_width() / 2, v + up + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     styles = ["-", "--", ":", "-."]
     for k, row in enumerate(table.reference_rows):
         first = True

@@ -76,6 +76,7 @@ class KNNHead(ClassifierHead):
         super().__init__(k=ks if isinstance(k, (list, tuple)) else ks[0], T=T, chunk_size=chunk_size, device=device,
                          ap=ap)
         self.ks, self.T, self.chunk_size, self.device, self.ap = ks, T, chunk_size, device, ap
+        self._warned: set[int] = set()
 
     @staticmethod
     def _prepare(features: np.ndarray) -> np.ndarray:
@@ -112,7 +113,8 @@ class KNNHead(ClassifierHead):
         Xtr = torch.as_tensor(self._prepare(train.features), device=dev)
         Xte = torch.as_tensor(self._prepare(test.features), device=dev)
         n = Xtr.shape[0]
-        if max(self.ks) > n:
+        if max(self.ks) > n and n not in self._warned:  # once per size, not once per few-shot draw
+            self._warned.add(n)
             log.warning("knn: k=%d exceeds the %d training images; every training image votes", max(self.ks), n)
         kmax = min(max(self.ks), n)
         if task == "multiclass":
