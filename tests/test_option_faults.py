@@ -152,6 +152,15 @@ def test_good_options_still_build(kind, name, opts):
     plugins.create(kind, name, **opts)
 
 
+@pytest.mark.parametrize("name", ["svm", "logreg", "knn"])
+def test_device_auto_takes_a_gpu_when_there_is_one_and_records_the_one_it_took(name):
+    import torch
+
+    head = plugins.create("head", name, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert head.device == expected and head.params["device"] == expected
+
+
 def test_typed_values_are_recorded():
     head = plugins.create("head", "svm", C="2", cv_folds=3.0)
     assert head.C == 2.0 and head.cv_folds == 3 and head.params["C"] == 2.0

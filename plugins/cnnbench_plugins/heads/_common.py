@@ -71,16 +71,21 @@ def refuse_unknown(head: str, unknown: dict, init) -> None:
         O.unknown_keys(head, unknown, known)
 
 
-def check_device(name: str, value, used: bool) -> None:
-    """A torch device name (``cpu``, ``cuda``, ``cuda:1``); a CUDA device must exist when the batched solver runs."""
+def check_device(name: str, value, used: bool) -> str:
+    """A torch device name (``cpu``, ``cuda``, ``cuda:1``), or ``auto``: a CUDA device when there is one,
+    else the CPU; a CUDA device must exist when the batched solver runs. Returns the device to use.
+    (The heads default to ``cpu``: the same numbers on every machine; a GPU changes the last digits.)"""
     import torch
 
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(value) if isinstance(value, str) and value else None
     except (RuntimeError, ValueError):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"{name}: {value!r} is not allowed; expected a torch device: 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
+        raise UserError(f"{name}: {value!r} is not allowed; expected a torch device: 'cpu', 'cuda', 'cuda:<n>', 'mps' "
+                        "or 'auto' (a GPU when there is one)")
     if used and dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{name}: {value!r}: no CUDA device is available here; use device: cpu")
     if used and dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -88,6 +93,7 @@ def check_device(name: str, value, used: bool) -> None:
                         f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them or use device: cpu")
     if used and dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"{name}: {value!r}: no Apple MPS device is available here; use device: cpu")
+    return value
 
 
 class ClassifierHead(Head):

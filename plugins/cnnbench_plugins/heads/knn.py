@@ -22,7 +22,7 @@ Protocol (Caron et al. 2021, ``eval_knn.py``'s ``knn_classifier``, after Wu et a
   ``<metric>@k=<k>``. A k above the number of training images uses them all (logged);
 * nothing is fitted or chosen: test labels are read only to score;
 * memory stays bounded: test images are searched ``chunk_size`` at a time (a chunk holds
-  ``chunk_size`` x training-images similarities), in torch on ``device`` (cpu or cuda).
+  ``chunk_size`` x training-images similarities), in torch on ``device`` (cpu, cuda, or auto: a GPU when there is one).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class KNNHead(ClassifierHead):
         chunk_size = O.as_int("knn: chunk_size", chunk_size, min=1,
                               fix="the number of test images searched at once (default 256); lower it to save memory")
         ap = O.one_of("knn: ap", ap, ("voc07", "exact"))
-        check_device("knn: device", device, used=True)
+        device = check_device("knn: device", device, used=True)
         super().__init__(k=ks if isinstance(k, (list, tuple)) else ks[0], T=T, chunk_size=chunk_size, device=device,
                          ap=ap)
         self.ks, self.T, self.chunk_size, self.device, self.ap = ks, T, chunk_size, device, ap

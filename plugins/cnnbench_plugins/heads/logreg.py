@@ -26,7 +26,7 @@ treatment as the ``svm`` head, so the two compare the loss and nothing else):
 * solver: ``batched`` (:mod:`cnnbench.logreg`: full-batch L-BFGS in torch in preconditioned
   coordinates, all cross-validation folds in the same matrix products, warm starts along the
   ascending C grid (each from the secant of the last two solutions in log C), the final fit started
-  from the folds' mean solution at the chosen C; ``device`` cpu/cuda) or ``sklearn``
+  from the folds' mean solution at the chosen C; ``device`` cpu/cuda, or auto: a GPU when there is one) or ``sklearn``
   (``LogisticRegression``, lbfgs, in float64, fold by fold: the reference); ``auto`` (default) is
   ``batched``. Both minimise the same objective and stop by the same rule, scikit-learn's: no entry
   of the gradient of the mean loss (+ ‖W‖²/(2Cn)) above ``tol``, or ``max_iter`` iterations;
@@ -118,7 +118,7 @@ class LogisticRegressionHead(ClassifierHead):
                          tol=tol,
                          solver=solver, device=device, power=power, view_pooling=view_pooling, ap=ap)
         self.solver = "batched" if solver == "auto" else solver
-        check_device("logreg: device", device, used=self.solver == "batched")
+        self.params["device"] = device = check_device("logreg: device", device, used=self.solver == "batched")
         self.C_grid = sorted(set(C_grid))  # ascending, for warm starts along the path
         self.C, self.cv_folds, self.seed, self.max_iter, self.tol = C, cv_folds, seed, max_iter, tol
         self.device, self.power, self.view_pooling, self.ap = device, power, view_pooling, ap

@@ -24,7 +24,7 @@ Protocol (Razavian et al. 2014, as cnnbench reads it):
   are summed over its views (``view_pooling: sum``, the paper's choice) or maxed (``max``).
 * ``class_weight: balanced`` weighs each binary problem's positives and negatives to equal total.
 * solver: ``batched`` (:mod:`cnnbench.linsvm`: all one-vs-rest problems in the same torch
-  matrix products, Newton steps, warm starts along the C path; ``device`` cpu/cuda) or
+  matrix products, Newton steps, warm starts along the C path; ``device`` cpu/cuda, or auto: a GPU when there is one) or
   ``liblinear`` (scikit-learn's LinearSVC, the reference); ``auto`` (default) picks batched for
   the squared hinge and liblinear for the hinge. ``loss``: ``squared_hinge`` (default:
   LinearSVC's default, solved exactly by both solvers) or ``hinge`` (the paper's wording; exact
@@ -109,7 +109,7 @@ class LinearSVMHead(ClassifierHead):
             solver = "batched" if loss == "squared_hinge" else "liblinear"
         if multiclass == "ovo" and solver == "batched":
             solver = "liblinear"  # one-vs-one runs per pair with liblinear
-        check_device("svm: device", device, used=solver == "batched")
+        self.params["device"] = device = check_device("svm: device", device, used=solver == "batched")
         self.C_grid = sorted(C_grid)
         self.C, self.cv_folds, self.seed = C, cv_folds, seed
         self.loss, self.class_weight, self.max_iter = loss, class_weight, max_iter
