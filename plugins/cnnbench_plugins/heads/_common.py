@@ -56,10 +56,21 @@ def count_outputs(head: str, task: str, train, y_train: np.ndarray, y_test: np.n
     return max(len(train.classes), *top)
 
 
-def tune_on_option(head: str, value) -> str:
-    """``tune_on``: where C is chosen. auto: the data set's validation split where it has one
-    (Flowers-102's ``val``), else cross-validation on the training images; cv: always the latter."""
-    return O.one_of(f"{head}: tune_on", value, ("auto", "cv"))
+def c_options(head: str, C_grid, C, cv_folds, seed, tune_on, *, default_grid: str, C_fix: str) -> tuple:
+    """How the linear probes (svm, logreg) get C, checked: ``(C_grid, C, cv_folds, seed, tune_on)``.
+    ``tune_on``: auto = the data set's validation split where it has one (Flowers-102's ``val``), else
+    cross-validation on the training images; cv = always the latter."""
+    if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
+        raise UserError(f"{head}: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose "
+                        f"C from by cross-validation (default {default_grid}); or set a fixed C")
+    C_grid = O.float_list(f"{head}: C_grid", C_grid, min=0, min_exclusive=True, min_len=0 if C is not None else 1)
+    if C is not None:
+        C = O.as_float(f"{head}: C", C, min=0, min_exclusive=True, fix=C_fix)
+    cv_folds = O.as_int(f"{head}: cv_folds", cv_folds, min=2,
+                        fix="cross-validation splits the training images into that many folds; "
+                            "or set a fixed C to skip it")
+    seed = O.as_int(f"{head}: seed", seed, min=0, max=2**32 - 1)
+    return C_grid, C, cv_folds, seed, O.one_of(f"{head}: tune_on", tune_on, ("auto", "cv"))
 
 
 def refuse_unknown(head: str, unknown: dict, init) -> None:

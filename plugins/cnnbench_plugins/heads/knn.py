@@ -47,6 +47,7 @@ from ._common import (
 
 log = logging.getLogger("cnnbench.heads.knn")
 
+
 @hookimpl
 def register_heads(register):
     register("knn", KNNHead,

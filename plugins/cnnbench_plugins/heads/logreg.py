@@ -59,15 +59,16 @@ from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
     ClassifierHead,
+    c_options,
     check_device,
     classifier_outcomes,
     classifier_scores,
     count_outputs,
     refuse_unknown,
-    tune_on_option,
 )
 
 log = logging.getLogger("cnnbench.heads.logreg")
+
 
 @hookimpl
 def register_heads(register):
@@ -91,18 +92,10 @@ class LogisticRegressionHead(ClassifierHead):
                  device: str = "cpu", power: float = 1.0, view_pooling: str = "sum", ap: str = "voc07",
                  tune_on: str = "auto", **unknown):
         refuse_unknown("logreg", unknown, LogisticRegressionHead.__init__)
-        if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
-            raise UserError("logreg: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose "
-                            "C from by cross-validation (default [0.1, 1, 10, 100, 1000, 10000]); or set a fixed C")
-        C_grid = O.float_list("logreg: C_grid", C_grid, min=0, min_exclusive=True, min_len=0 if C is not None else 1)
-        if C is not None:
-            C = O.as_float("logreg: C", C, min=0, min_exclusive=True,
-                           fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset "
-                               "(null) to choose it from C_grid by cross-validation")
-        cv_folds = O.as_int("logreg: cv_folds", cv_folds, min=2,
-                            fix="cross-validation splits the training images into that many folds; "
-                                "or set a fixed C to skip it")
-        seed = O.as_int("logreg: seed", seed, min=0, max=2**32 - 1)
+        C_grid, C, cv_folds, seed, tune_on = c_options(
+            "logreg", C_grid, C, cv_folds, seed, tune_on, default_grid="[0.1, 1, 10, 100, 1000, 10000]",
+            C_fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset (null) to choose "
+                  "it from C_grid by cross-validation")
         max_iter = O.as_int("logreg: max_iter", max_iter, min=1, fix="the most L-BFGS iterations per fit")
         tol = O.as_float("logreg: tol", tol, min=0, min_exclusive=True,
                          fix="a fit stops when no gradient entry of the mean loss exceeds tol (scikit-learn's rule; "
@@ -112,7 +105,6 @@ class LogisticRegressionHead(ClassifierHead):
                            fix="the signed power transform sign(x)|x|^power; 1 turns it off")
         view_pooling = O.one_of("logreg: view_pooling", view_pooling, ("sum", "max"))
         ap = O.one_of("logreg: ap", ap, ("voc07", "exact"))
-        tune_on = tune_on_option("logreg", tune_on)
         self.tune_on = tune_on
         super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, max_iter=max_iter,
                          tol=tol,

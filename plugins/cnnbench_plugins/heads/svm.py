@@ -50,12 +50,12 @@ from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
     ClassifierHead,
+    c_options,
     check_device,
     classifier_outcomes,
     classifier_scores,
     count_outputs,
     refuse_unknown,
-    tune_on_option,
 )
 
 
@@ -75,18 +75,10 @@ class LinearSVMHead(ClassifierHead):
                  ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu",
                  tune_on: str = "auto", **unknown):
         refuse_unknown("svm", unknown, LinearSVMHead.__init__)
-        if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
-            raise UserError("svm: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose C "
-                            "from by cross-validation (default [0.01, 0.1, 1, 10, 100]); or set a fixed C")
-        C_grid = O.float_list("svm: C_grid", C_grid, min=0, min_exclusive=True, min_len=0 if C is not None else 1)
-        if C is not None:
-            C = O.as_float("svm: C", C, min=0, min_exclusive=True,
-                           fix="C weighs the training errors (the paper uses 0.2 or 2); leave C unset (null) to "
-                               "choose it from C_grid by cross-validation")
-        cv_folds = O.as_int("svm: cv_folds", cv_folds, min=2,
-                            fix="cross-validation splits the training images into that many folds; "
-                                "or set a fixed C to skip it")
-        seed = O.as_int("svm: seed", seed, min=0, max=2**32 - 1)
+        C_grid, C, cv_folds, seed, tune_on = c_options(
+            "svm", C_grid, C, cv_folds, seed, tune_on, default_grid="[0.01, 0.1, 1, 10, 100]",
+            C_fix="C weighs the training errors (the paper uses 0.2 or 2); leave C unset (null) to choose it from "
+                  "C_grid by cross-validation")
         loss = O.one_of("svm: loss", loss, ("squared_hinge", "hinge"))
         class_weight = O.one_of("svm: class_weight", class_weight, (None, "balanced"))
         max_iter = O.as_int("svm: max_iter", max_iter, min=1)
@@ -99,7 +91,6 @@ class LinearSVMHead(ClassifierHead):
         smooth = O.as_float("svm: smooth", smooth, min=0, min_exclusive=True,
                             fix="the width over which the batched solver smooths the hinge's kink (default 0.05)")
         tol = O.as_float("svm: tol", tol, min=0, min_exclusive=True)
-        tune_on = tune_on_option("svm", tune_on)
         self.tune_on = tune_on
         super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, loss=loss,
                          class_weight=class_weight,
