@@ -122,14 +122,11 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
 
 def dataset_label(rec: dict) -> str:
     """The data set as a column names it: ``roxford5k+revisitop1m`` when distractors were appended to
-    its database (ROxf+R1M is another benchmark than ROxf, with other published numbers)."""
-    extra = ((rec.get("provenance") or {}).get("distractors") or {})
-    option = extra.get("option")
-    if not option:
-        return rec["dataset"]
-    path = Path(str(option))
-    name = path.parent.name if path.suffix.lower() in (".h5", ".hdf5") and path.stem == "database" else path.stem or str(option)
-    return f"{rec['dataset']}+{name}"
+    its database (ROxf+R1M is another benchmark than ROxf, with other published numbers); the
+    distractor file's own data set, as its run record keeps it, else the option as given."""
+    extra = (rec.get("provenance") or {}).get("distractors") or {}
+    name = extra.get("dataset") or extra.get("option")
+    return f"{rec['dataset']}+{name}" if name else rec["dataset"]
 
 
 def _row_name(rec: dict, multi_layer: set[str]) -> str:
@@ -322,7 +319,7 @@ def _outcomes(rec: dict, cache: dict) -> list | None:
     if path not in cache:
         side = outcomes.path_for(path)
         try:
-            cache[path] = outcomes.read(side) or None if side.exists() else None
+            cache[path] = (outcomes.read(side) or None) if side.exists() else None
         except ValueError as exc:
             log.warning("no intervals from %s: %s", side, exc)
             cache[path] = None

@@ -37,7 +37,6 @@ timestamps: the same run writes the same bytes, so DVC sees no change where ther
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -143,7 +142,7 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
             "plugins": {"backbone": _plugin("backbone", backbone), "dataset": _plugin("dataset", dataset.name, dataset),
                         "head": _plugin("head", head_name, head)},
             "features_dir": str(features_dir),
-            "features": {split: _feature_provenance(i) for split, i in infos.items()},
+            "features": {split: i.provenance() for split, i in infos.items()},
             **({"distractors": distractors.provenance()} if distractors is not None else {}),
         },
         **extra,
@@ -228,18 +227,6 @@ def _plugin(kind: str, name: str | None, obj: object = None) -> dict:
             origin = None
     origin = origin or {}
     return {"name": name, **{k: origin.get(k) or None for k in ("plugin", "distribution", "version")}}
-
-
-def _feature_provenance(info) -> dict:
-    signature = info.attrs.get("signature")
-    if isinstance(signature, str):
-        signature = signature.encode()
-    return {
-        "rows": int(info.n),
-        "runtime": info.attrs.get("runtime"),
-        "signature_sha256": hashlib.sha256(signature).hexdigest() if signature is not None else None,
-        "weights_sha256": info.attrs.get("weights_sha256"),
-    }
 
 
 # -- the two files ---------------------------------------------------------------------------------------

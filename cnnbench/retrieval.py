@@ -215,9 +215,9 @@ class Distractors:
     """
 
     def __init__(self, path: Path, layer: str, option: str, ids: np.ndarray, shape: tuple[int, ...],
-                 views: list[str] | None, attrs: dict):
+                 views: list[str] | None, info):
         self.path, self.layer, self.option = path, layer, option
-        self.ids, self.shape, self.views, self.attrs = ids, shape, views, attrs
+        self.ids, self.shape, self.views, self.info = ids, shape, views, info
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -278,14 +278,10 @@ class Distractors:
                             "as the database")
 
     def provenance(self) -> dict:
-        import hashlib
-
-        signature = self.attrs.get("signature")
-        if isinstance(signature, str):
-            signature = signature.encode()
-        return {"option": self.option, "path": str(self.path), "layer": self.layer, "rows": len(self),
-                "signature_sha256": hashlib.sha256(signature).hexdigest() if signature is not None else None,
-                "weights_sha256": self.attrs.get("weights_sha256"), "runtime": self.attrs.get("runtime")}
+        """The option, the file and the data set it holds (compare names the column after it), and
+        what every feature file's provenance says (:meth:`cnnbench.store.StoreInfo.provenance`)."""
+        return {"option": self.option, "path": str(self.path), "layer": self.layer,
+                "dataset": self.info.attrs.get("dataset"), **self.info.provenance()}
 
 
 def _views_text(views) -> str:
@@ -366,7 +362,7 @@ def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str 
     if clash:
         raise UserError(f"{label}: {len(clash)} image ids of {path} are also ids of {dataset.name} (e.g. {clash[0]!r}); "
                         "distractors must be other images: name the features of a distractor set (revisitop1m)")
-    return Distractors(path, layer, str(option), ids, shape, views, dinfo.attrs)
+    return Distractors(path, layer, str(option), ids, shape, views, dinfo)
 
 
 def rank_with_distractors(queries: np.ndarray, database: np.ndarray, distractors, *, index: str = "exact",

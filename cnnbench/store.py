@@ -369,6 +369,19 @@ class StoreInfo:
     def classes(self) -> list[str]:
         return json.loads(self.attrs.get("classes", "[]"))
 
+    def provenance(self) -> dict:
+        """What a result records of the feature file it was computed from: rows, runtime, weights
+        digest and the SHA-256 of its extraction signature."""
+        signature = self.attrs.get("signature")
+        if isinstance(signature, str):
+            signature = signature.encode()
+        return {
+            "rows": int(self.n),
+            "runtime": self.attrs.get("runtime"),
+            "signature_sha256": hashlib.sha256(signature).hexdigest() if signature is not None else None,
+            "weights_sha256": self.attrs.get("weights_sha256"),
+        }
+
 
 def _open(path: Path) -> h5py.File:
     try:

@@ -210,9 +210,10 @@ def test_evaluate_hands_every_head_the_data_sets_metric(tiny_digits):
 def test_a_result_with_distractors_is_its_own_column(tmp_path):
     plain = _record("mynet", "roxford5k", "l2", "mAP_medium", 0.5)
     r1m = _record("mynet", "roxford5k", "l2", "mAP_medium", 0.3)
-    r1m["provenance"] = {"distractors": {"option": "revisitop1m", "path": "features/mynet/revisitop1m/database.h5"}}
-    by_path = _record("mynet", "rparis6k", "l2", "mAP_medium", 0.4)
-    by_path["provenance"] = {"distractors": {"option": "/data/f/mynet/revisitop1m/database.h5"}}
+    r1m["provenance"] = {"distractors": {"option": "revisitop1m", "path": "features/mynet/revisitop1m/database.h5",
+                                         "dataset": "revisitop1m"}}
+    by_path = _record("mynet", "rparis6k", "l2", "mAP_medium", 0.4)  # named by a path: the file's data set counts
+    by_path["provenance"] = {"distractors": {"option": "/data/f/mynet/revisitop1m/database.h5", "dataset": "revisitop1m"}}
     write_results(plain, tmp_path / "a/roxford5k/l2.json")
     write_results(r1m, tmp_path / "b/roxford5k/l2.json")
     write_results(by_path, tmp_path / "c/rparis6k/l2.json")
