@@ -37,6 +37,7 @@ timestamps: the same run writes the same bytes, so DVC sees no change where ther
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -72,7 +73,7 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
     if mask is not None and (mask.all() or not mask.any()):
         mask = None  # nothing left to fit on, or nothing to validate on: cross-validation instead
     if len(parts) == 1:
-        return parts[0] if mask is None else FeatureSet(**{**vars(parts[0]), "validation": mask})
+        return parts[0] if mask is None else dataclasses.replace(parts[0], validation=mask)
     return FeatureSet(
         np.concatenate([p.features for p in parts]),
         np.concatenate([p.labels for p in parts]),

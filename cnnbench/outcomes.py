@@ -82,6 +82,17 @@ class Outcomes:
 
     __hash__ = None  # mutable, like the arrays it holds
 
+    def subset(self, rows) -> "Outcomes":
+        """The outcomes of ``rows`` (item positions, in that order)."""
+        rows = [int(k) for k in rows]
+        if rows == list(range(len(self))):
+            return self
+        r = np.asarray(rows, dtype=np.int64)
+        pick = (lambda v: None if v is None else v[r])
+        return Outcomes([self.ids[k] for k in rows], labels=pick(self.labels), predictions=pick(self.predictions),
+                        decisions=pick(self.decisions), ap=self.ap, values={k: v[r] for k, v in self.values.items()},
+                        ranking=None if self.ranking is None else [self.ranking[k] for k in rows])
+
     def metrics(self) -> list[str]:
         """The metrics these outcomes can recompute."""
         names = list(self.values)

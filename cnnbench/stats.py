@@ -178,18 +178,8 @@ def _aligned(a: list[tuple[str, Outcomes]], b: list[tuple[str, Outcomes]]) -> li
         if not rows_a:
             continue
         rows_b = [pos_b[oa.ids[k]] for k in rows_a]
-        pairs.append((_take(oa, rows_a), _take(ob, rows_b)))
+        pairs.append((oa.subset(rows_a), ob.subset(rows_b)))
     return pairs
-
-
-def _take(o: Outcomes, rows: list[int]) -> Outcomes:
-    if rows == list(range(len(o))):
-        return o
-    r = np.asarray(rows)
-    pick = (lambda v: None if v is None else np.asarray(v)[r])
-    return Outcomes([o.ids[k] for k in rows], labels=pick(o.labels), predictions=pick(o.predictions),
-                    decisions=pick(o.decisions), ap=o.ap, values={k: v[r] for k, v in o.values.items()},
-                    ranking=None if o.ranking is None else [o.ranking[k] for k in rows])
 
 
 def paired_test(a: list[tuple[str, Outcomes]], b: list[tuple[str, Outcomes]], metric: str, *,
