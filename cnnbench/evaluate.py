@@ -51,7 +51,7 @@ from . import outcomes as OUTCOMES
 from .dataset import Dataset
 from .errors import CnnbenchError
 from .head import FeatureSet, Head
-from .jsonio import write_json
+from .jsonio import beside, write_json
 
 RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.run.json beside it
 STD_SUFFIX = "_std"
@@ -235,9 +235,7 @@ def _plugin(kind: str, name: str | None, obj: object = None) -> dict:
 
 def run_record_path(metrics_path: str | os.PathLike) -> Path:
     """``.../svm.json`` -> ``.../svm.run.json``."""
-    path = Path(metrics_path)
-    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    return path.with_name(stem + RUN_SUFFIX)
+    return beside(metrics_path, RUN_SUFFIX)
 
 
 def split_record(record: dict) -> tuple[dict[str, float], dict]:

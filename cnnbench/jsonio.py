@@ -12,6 +12,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_default) + "\n")
 
 
+def beside(path: str | os.PathLike, suffix: str) -> Path:
+    """The file that goes with a ``.json`` file: ``.../svm.json`` + ``.run.json`` -> ``.../svm.run.json``."""
+    path = Path(path)
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(stem + suffix)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

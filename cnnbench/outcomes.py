@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .jsonio import atomic_write_text
+from .jsonio import atomic_write_text, beside
 
 KEY = "outcomes"  # where a head's evaluate() puts its Outcomes
 SUFFIX = ".outcomes.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.outcomes.json
@@ -149,9 +149,7 @@ def _array(v, dtype=None):
 
 def path_for(metrics_path: str | os.PathLike) -> Path:
     """``.../svm.json`` -> ``.../svm.outcomes.json``."""
-    path = Path(metrics_path)
-    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    return path.with_name(stem + SUFFIX)
+    return beside(metrics_path, SUFFIX)
 
 
 def write(path: str | os.PathLike, per_trial: list[tuple[str, Outcomes]], *, backbone=None, dataset=None,
