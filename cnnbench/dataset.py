@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
@@ -191,6 +194,140 @@ def _distractors_option(dataset: "Dataset", value) -> str:
 
 
 Dataset.__init__ = _accepting_fewshot(Dataset.__init__)
+
+
+# -- what an annotation file may say --------------------------------------------------------------
+# Every data set reads its annotation files (lists, ground truth, labels) through these, so a path that
+# leads out of the data set's folder, a box that is not a box, or two entries with one id are refused
+# the same way everywhere, in one line naming the file, the entry and what to do.
+
+
+class AnnotationError(UserError):
+    """An annotation file (image list, label file, ground truth) says something its format does not
+    allow: the message names the file and the entry. A :class:`~cnnbench.errors.UserError`, so the
+    command line prints it as one line; still a ``ValueError`` for library callers."""
+
+
+GET_AGAIN = "correct the entry, or get the file again from the data set's source"
+
+
+def paths_inside(root: str | os.PathLike, entries: Iterable[str], *, annotation: str | os.PathLike,
+                 base: str | os.PathLike | None = None) -> list[Path]:
+    """``base / entry`` for each relative path an annotation file gives (``base`` defaults to ``root``,
+    the data set's folder), each checked to stay inside the data set: an absolute path, a ``..`` or a
+    symbolic link that leads out of both ``root`` and ``base`` (each as resolved: the data set's
+    folder, or ``jpg/`` under it, may itself be a link the user made) is an :class:`AnnotationError`
+    naming ``annotation`` and the entry. Nothing is read; a file that does not exist passes (the
+    caller says it is missing). Folders are resolved once each, so a million entries cost one
+    ``lstat`` each."""
+    root = Path(root)
+    base = root if base is None else Path(base)
+    allowed = (os.path.realpath(root), os.path.realpath(base))
+    folders: dict[str, str] = {}
+    out = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry or "\0" in entry:
+            raise AnnotationError(f"{annotation}: the entry {entry!r} is not a file path; {GET_AGAIN}")
+        if os.path.isabs(entry) or entry.startswith("\\") or entry[1:2] == ":":  # also C:\… and \\host\…
+            raise AnnotationError(f"{annotation}: the entry {entry!r} is an absolute path; entries name files inside "
+                                  f"the data set's folder {base}, relative to it: {GET_AGAIN}")
+        path = base / entry
+        folder, leaf = os.path.split(os.fspath(path))
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        real = os.path.join(folders[folder], leaf)
+        if leaf in ("", ".", "..") or os.path.islink(real):
+            real = os.path.realpath(real)
+        if not any(real == a or real.startswith(a.rstrip(os.sep) + os.sep) for a in allowed):
+            lexical = os.path.normpath(os.path.join(os.path.realpath(base), entry))
+            if any(lexical == a or lexical.startswith(a.rstrip(os.sep) + os.sep) for a in allowed):
+                raise AnnotationError(
+                    f"{annotation}: the entry {entry!r} leads out of the data set's folder {root} through a symbolic "
+                    f"link (to {real}); keep the images inside the folder (a link to the whole data-set folder, or to "
+                    f"{base}, is fine), or remove the link")
+            raise AnnotationError(f"{annotation}: the entry {entry!r} names {real}, outside the data set's folder "
+                                  f"{root}; entries may only name files inside it: {GET_AGAIN}")
+        out.append(path)
+    return out
+
+
+def path_inside(root: str | os.PathLike, entry: str, *, annotation: str | os.PathLike,
+                base: str | os.PathLike | None = None) -> Path:
+    """One entry of :func:`paths_inside`."""
+    return paths_inside(root, [entry], annotation=annotation, base=base)[0]
+
+
+def check_box(box, *, annotation: str | os.PathLike, entry: str, name: str = "box", xywh: bool = False,
+              text: bool = False, negative: bool = False) -> tuple[float, float, float, float]:
+    """A box from an annotation file as ``(x1, y1, x2, y2)`` floats: four finite numbers with x1 < x2
+    and y1 < y2, none below 0 (``negative`` allows boxes that start left of or above the image;
+    the engine clips them). ``xywh``: the file gives x, y, width, height (CUB, H3D). ``text``: the
+    values are the tokens of a text line (parsed as numbers). Anything else is an
+    :class:`AnnotationError` naming ``annotation``, the ``entry`` and the box."""
+    form = "x, y, width, height" if xywh else "x1, y1, x2, y2"
+    rule = "width and height > 0" if xywh else "x1 < x2 and y1 < y2"
+
+    def bad(reason: str) -> AnnotationError:
+        shown = repr(box)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return AnnotationError(f"{annotation}: {entry}: {name} must be four numbers {form} (finite, {rule}"
+                               f"{'' if negative else ', none below 0'}), got {shown}: {reason}; {GET_AGAIN}")
+
+    if isinstance(box, (str, bytes)) or not isinstance(box, Iterable):
+        raise bad("not a list of four numbers")
+    values = list(box)
+    if len(values) != 4:
+        raise bad(f"{len(values)} values")
+    nums = []
+    for v in values:
+        if text and isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                raise bad(f"{v!r} is not a number") from None
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise bad(f"{v!r} is not a number")
+        v = float(v)
+        if not math.isfinite(v):
+            raise bad(f"{v} is not a finite number")
+        nums.append(v)
+    x1, y1, a, b = nums
+    x2, y2 = (x1 + a, y1 + b) if xywh else (a, b)
+    if not (x1 < x2 and y1 < y2):
+        raise bad("the box is empty or inverted")
+    if not negative and min(x1, y1) < 0:
+        raise bad("it starts outside the image")
+    return (x1, y1, x2, y2)
+
+
+def unique_ids(ids: Iterable, *, annotation: str | os.PathLike, what: str = "id", entry: str = "entry") -> list[str]:
+    """``ids`` (one per entry of an annotation file, in order), each a non-empty string, none twice;
+    else an :class:`AnnotationError` naming ``annotation``, the id and its entries (1-based)."""
+    seen: dict[str, int] = {}
+    for k, i in enumerate(ids, 1):
+        if not isinstance(i, str) or not i.strip():
+            raise AnnotationError(f"{annotation}: {entry} {k}: the {what} {i!r} is not a name (a non-empty string); "
+                                  f"{GET_AGAIN}")
+        if i in seen:
+            raise AnnotationError(f"{annotation}: the {what} {i!r} is given twice ({entry} {seen[i]} and {k}); every "
+                                  f"{what} must be unique (a repeat would be counted twice or hide the other): remove "
+                                  "or rename one")
+        seen[i] = k
+    return list(seen)
+
+
+def ids_of_files(paths: Iterable[Path], *, key=lambda p: p.stem) -> dict[str, Path]:
+    """``{id: path}`` for image files whose id is ``key(path)`` (the file name without its extension);
+    two files with one id (``x.jpg`` beside ``x.png``) are an :class:`AnnotationError` naming both,
+    since keeping either would silently drop the other."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        k = key(p)
+        if k in out:
+            raise AnnotationError(f"two images have the id {k!r}: {out[k]} and {p} (ids are file names without their "
+                                  "extension); rename or remove one")
+        out[k] = p
+    return out
 
 
 def default_data_root() -> Path:

@@ -151,16 +151,17 @@ def test_retrieval_ground_truth_reaches_the_hdf5_file(oxford_root, tmp_path, tin
 
 def test_mit67_uses_the_official_train_and_test_lists(tmp_path):
     root = tmp_path / "mit67"
-    for rel in ("kitchen/int474.jpg", "kitchen/k2.jpg", "bakery/bakery_1.jpg", "bakery/b2.jpg", "airport_inside/a.jpg"):
+    for rel in ("kitchen/int474.jpg", "kitchen/k2.jpg", "bakery/bakery_1.jpg", "bakery/b2.jpg", "airport_inside/a.jpg",
+                "airport_inside/b.jpg"):
         _touch_image(root / "Images" / rel)
     _write(root / "TrainImages.txt", "kitchen/int474.jpg\r\nbakery/bakery_1.jpg\r\nairport_inside/a.jpg\r\n")
-    _write(root / "TestImages.txt", "kitchen/k2.jpg\nbakery/b2.jpg\n")
+    _write(root / "TestImages.txt", "kitchen/k2.jpg\nbakery/b2.jpg\nairport_inside/b.jpg\n")
     ds = plugins.create("dataset", "mit67", data_root=tmp_path)
     assert ds.classes == ["airport_inside", "bakery", "kitchen"]
     train, test = ds.items("train"), ds.items("test")
     assert [(i.id, i.label) for i in train] == [("airport_inside/a.jpg", 0), ("bakery/bakery_1.jpg", 1), ("kitchen/int474.jpg", 2)]
-    assert [(i.id, i.label) for i in test] == [("bakery/b2.jpg", 1), ("kitchen/k2.jpg", 2)]
-    assert Path(test[0].image) == root / "Images" / "bakery" / "b2.jpg"
+    assert [(i.id, i.label) for i in test] == [("airport_inside/b.jpg", 0), ("bakery/b2.jpg", 1), ("kitchen/k2.jpg", 2)]
+    assert Path(test[1].image) == root / "Images" / "bakery" / "b2.jpg"
 
 
 # -- CUB-200-2011 ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Helpers shared by the paper's data sets: reading annotation files with errors that name the file,
 and the Oxford-style retrieval protocol (Oxford5k, Paris6k, Sculptures6k share one ground-truth format).
+What an entry may say (paths inside the data set, boxes, unique ids) is decided once, in
+:mod:`cnnbench.dataset` (``paths_inside``, ``check_box``, ``unique_ids``, ``ids_of_files``), the
+plugin surface, so third-party data sets check their files the same way.
 
 Not a plugin itself (no entry point): each data set keeps its own module.
 """
@@ -14,21 +17,35 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import options as O
-from cnnbench.dataset import IMAGE_EXTENSIONS, Dataset, Item, Trial, folder_entries
+from cnnbench.dataset import (IMAGE_EXTENSIONS, AnnotationError, Dataset, Item, Trial, check_box, folder_entries,
+                              ids_of_files)
 from cnnbench.errors import MissingDataError, UserError
 
 
-class AnnotationError(UserError):
-    """An official annotation file does not have the format its authors distribute (a
-    :class:`~cnnbench.errors.UserError`, so the command line prints it as one line; still a
-    ``ValueError`` for library callers)."""
+def numbered_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """``(line number, stripped text)`` of the non-empty lines of a UTF-8 text file (a byte-order mark
+    and CRLF line ends are fine). A missing or unreadable file raises :class:`MissingDataError`; text
+    that is not UTF-8 an :class:`AnnotationError` naming the line: a name decoded by guesswork would
+    never match the file it names."""
+    if not path.is_file():
+        raise MissingDataError(f"{what}: {path} does not exist; is the data set fully unpacked?")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MissingDataError(f"{what}: cannot read {path}: {exc.strerror or exc}; make it readable "
+                               f"(chmod u+r {str(path)!r})") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise AnnotationError(f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); convert the file "
+                              f"to UTF-8 (e.g. iconv -f latin1 -t utf-8), or get it again") from None
+    return [(n, line.strip()) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def read_lines(path: Path, what: str) -> list[str]:
-    """Non-empty, stripped lines of a text file; a missing file raises :class:`MissingDataError`."""
-    if not path.is_file():
-        raise MissingDataError(f"{what}: {path} does not exist; is the data set fully unpacked?")
-    return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    """The non-empty, stripped lines of :func:`numbered_lines`."""
+    return [line for _, line in numbered_lines(path, what)]
 
 
 def bad_line(path: Path, lineno: int, line: str, expected: str) -> AnnotationError:
@@ -123,10 +140,7 @@ def parse_oxford_gt(gt_dir: Path, prefixes: tuple[str, ...] = ("oxc1_",)) -> lis
             if image.startswith(prefix):
                 image = image[len(prefix):]
                 break
-        try:
-            box = tuple(float(v) for v in parts[1:])
-        except ValueError:
-            raise bad_line(path, 1, lines[0], "four numbers after the image name") from None
+        box = check_box(parts[1:], annotation=path, entry=f"line 1 ({lines[0][:60]!r})", text=True)
         good, ok, junk = (_gt_list(gt_dir, qid, kind) for kind in ("good", "ok", "junk"))
         queries.append(OxfordQuery(qid, Path(image).stem, box, good, ok, junk))  # type: ignore[arg-type]
     if not queries:
@@ -160,13 +174,8 @@ class OxfordStyleRetrieval(RetrievalDataset):
     def database(self) -> dict[str, Path]:
         if self._db is None:
             self.check()
-            db: dict[str, Path] = {}
             folder = self.root / self.image_dir
-            for p in require_images(images_under(folder, recursive=True), folder, self.name):
-                if p.stem in db:
-                    raise AnnotationError(f"{self.name}: two images share the id {p.stem!r}: {db[p.stem]} and {p}")
-                db[p.stem] = p
-            self._db = db
+            self._db = ids_of_files(require_images(images_under(folder, recursive=True), folder, self.name))
         return self._db
 
     def queries(self) -> list[OxfordQuery]:
@@ -178,6 +187,10 @@ class OxfordStyleRetrieval(RetrievalDataset):
                 if q.image not in db:
                     raise AnnotationError(f"{self.name}: query {q.id} uses image {q.image!r}, which is not "
                                           f"under {self.root / self.image_dir}")
+                if not (q.good or q.ok):  # its AP is undefined: the mean would silently leave it out
+                    gt = self.root / self.gt_dir
+                    raise AnnotationError(f"{gt / f'{q.id}_good.txt'} and {q.id}_ok.txt list no image: query {q.id} "
+                                          "has no positives; get the ground-truth files again")
         return self._queries
 
     def items(self, split: str) -> list[Item]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item
+from cnnbench.dataset import Dataset, Item, check_box, paths_inside, unique_ids
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines, refuse_unknown
 
 FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
 
@@ -63,11 +63,17 @@ class CUB200(Dataset):
         """``<image_id or class_id> <n values>`` lines as {id: values}."""
         path = self.base / name
         out: dict[int, list[str]] = {}
-        for k, line in enumerate(read_lines(path, f"cub200 {name}"), 1):
+        first: dict[int, int] = {}
+        for k, line in numbered_lines(path, f"cub200 {name}"):
             parts = line.split(maxsplit=n) if n == 1 else line.split()
             if len(parts) != n + 1 or not parts[0].isdigit():
                 raise bad_line(path, k, line, f"'<id>' and {n} value(s)")
-            out[int(parts[0])] = parts[1:]
+            key = int(parts[0])
+            if key in first:
+                raise AnnotationError(f"{path}, line {k}: id {key} is given twice (first on line {first[key]}); each id "
+                                      "has one line: get CUB_200_2011.tgz again")
+            first[key] = k
+            out[key] = parts[1:]
         return out
 
     def _load(self) -> dict:
@@ -87,6 +93,18 @@ class CUB200(Dataset):
                 if missing:
                     raise AnnotationError(f"cub200: image ids {missing[:5]} of images.txt have no line in "
                                           f"{self.base / name}")
+                unknown = sorted(set(t[key]) - set(t["images"]))
+                if unknown:  # a truncated images.txt would silently drop those images
+                    raise AnnotationError(f"cub200: {self.base / name} has image ids {unknown[:5]} that "
+                                          f"{self.base / 'images.txt'} does not list; get CUB_200_2011.tgz again")
+            bad = sorted(i for i, v in t["split"].items() if v[0] not in ("0", "1"))
+            if bad:
+                raise AnnotationError(f"cub200: {self.base / 'train_test_split.txt'}: image {bad[0]} has "
+                                      f"{t['split'][bad[0]][0]!r}; expected 1 (train) or 0 (test)")
+            rels = [t["images"][i][0] for i in sorted(t["images"])]
+            t["paths"] = dict(zip(sorted(t["images"]), paths_inside(
+                self.root, rels, annotation=self.base / "images.txt", base=self.base / "images")))
+            unique_ids(rels, annotation=self.base / "images.txt", what="image path")
         return self._table
 
     @property
@@ -107,10 +125,12 @@ class CUB200(Dataset):
             rel = t["images"][image_id][0]
             box = None
             if self.use_boxes:
-                x, y, w, h = (float(v) for v in t["boxes"][image_id])
-                box = (x, y, x + w, y + h)
-            cid = int(t["labels"][image_id][0])
+                box = check_box(t["boxes"][image_id], annotation=self.base / "bounding_boxes.txt",
+                                entry=f"image {image_id}", xywh=True, text=True)
+            label = t["labels"][image_id][0]
+            cid = int(label) if label.isdigit() else None
             if cid not in index:
-                raise AnnotationError(f"cub200: image {image_id} has class {cid}, not in classes.txt")
-            items.append(Item(rel, str(self.base / "images" / rel), index[cid], box))
+                raise AnnotationError(f"cub200: {self.base / 'image_class_labels.txt'}: image {image_id} has class "
+                                      f"{label!r}, not a class id of classes.txt")
+            items.append(Item(rel, str(t["paths"][image_id]), index[cid], box))
         return items

@@ -24,6 +24,17 @@ _HOST = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 SETS = {"train": "trnid", "val": "valid", "test": "tstid"}
 
 
+def _loadmat(path) -> dict:
+    """The variables of a MATLAB file; a damaged or foreign file is one line naming it."""
+    from scipy.io import loadmat
+
+    try:
+        return loadmat(path)
+    except Exception as exc:  # noqa: BLE001 - scipy raises ValueError, TypeError, OSError… on a damaged file
+        raise AnnotationError(f"flowers102: {path} is not a readable MATLAB file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); get it again from {_HOST}") from None
+
+
 @hookimpl
 def register_datasets(register):
     register("flowers102", Flowers102, description="Oxford Flowers-102, official setid.mat split (1020/1020/6149); mean class accuracy")
@@ -60,13 +71,11 @@ class Flowers102(Dataset):
     def _load(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if self._mats is None:
             self.check()
-            from scipy.io import loadmat
-
-            labels_mat = loadmat(self.root / "imagelabels.mat")
+            labels_mat = _loadmat(self.root / "imagelabels.mat")
             if "labels" not in labels_mat:
                 raise AnnotationError(f"flowers102: {self.root / 'imagelabels.mat'} has no 'labels' variable")
             labels = np.asarray(labels_mat["labels"]).ravel().astype(np.int64)
-            setid = loadmat(self.root / "setid.mat")
+            setid = _loadmat(self.root / "setid.mat")
             sets = {}
             for split, key in SETS.items():
                 if key not in setid:
@@ -74,6 +83,16 @@ class Flowers102(Dataset):
                 ids = np.sort(np.asarray(setid[key]).ravel().astype(np.int64))
                 if ids.size and (ids.min() < 1 or ids.max() > len(labels)):
                     raise AnnotationError(f"flowers102: setid.mat {key} refers to images outside 1..{len(labels)}")
+                twice = ids[1:][ids[1:] == ids[:-1]]
+                if twice.size:
+                    raise AnnotationError(f"flowers102: {self.root / 'setid.mat'}: {key} lists image {int(twice[0])} "
+                                          "twice; get setid.mat again")
+                for other, earlier in sets.items():
+                    shared = np.intersect1d(ids, earlier)
+                    if shared.size:
+                        raise AnnotationError(f"flowers102: {self.root / 'setid.mat'}: {key} and {SETS[other]} share "
+                                              f"{shared.size} image(s) (e.g. {int(shared[0])}); a test image must not "
+                                              "be trained on: get setid.mat again")
                 sets[split] = ids
             if labels.size and (labels.min() < 1 or labels.max() > 102):
                 raise AnnotationError(f"flowers102: {self.root / 'imagelabels.mat'}: labels must lie in 1..102")

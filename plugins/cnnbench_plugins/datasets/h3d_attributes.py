@@ -10,8 +10,9 @@ and ``test/`` (4022), each with its images and a ``labels.txt`` of one person pe
 
 Attribute values are 1 (yes), -1 (no), 0 (unspecified). They are stored as 1, 0 and -1 (ignored by
 the metric), the project's multi-label convention. The person box (x, y, w, h) becomes
-x1, y1, x2, y2 = x, y, x + w, y + h; a ``NaN`` box means "no box" (the whole image). Lines starting
-with ``#`` are skipped. Item id: ``<split>/<image>`` (``#k`` appended for a repeated image). The box
+x1, y1, x2, y2 = x, y, x + w, y + h; four ``NaN`` mean "no box" (the whole image), and a box that
+is partly NaN, empty or inverted is refused (it may start above or left of the image: the engine
+clips it). Lines starting with ``#`` are skipped. Item id: ``<split>/<image>`` (``#k`` appended for a repeated image). The box
 is enlarged by the extraction engine (the paper enlarges it by 150 %). Metric: mAP.
 """
 
@@ -22,14 +23,21 @@ from collections import Counter
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item
+from cnnbench.dataset import Dataset, Item, check_box, paths_inside
 from cnnbench.download import Download
 
-from ._common import bad_line, read_lines, refuse_unknown
+from ._common import bad_line, numbered_lines, refuse_unknown
 
 ATTRIBUTES = ["is_male", "has_long_hair", "has_glasses", "has_hat", "has_t-shirt", "has_long_sleeves",
               "has_shorts", "has_jeans", "has_long_pants"]
 _VALUE = {1: 1, -1: 0, 0: -1}  # official -> stored
+
+
+def _is_nan(token: str) -> bool:
+    try:
+        return math.isnan(float(token))
+    except ValueError:
+        return False
 
 
 @hookimpl
@@ -76,25 +84,28 @@ class H3DAttributes(Dataset):
         self.check()
         path = self.base / split / "labels.txt"
         seen: Counter = Counter()
-        items = []
-        for n, line in enumerate(read_lines(path, "h3d-attributes labels"), 1):
+        rows = []
+        for n, line in numbered_lines(path, "h3d-attributes labels"):
             if line.startswith("#"):
                 continue
             parts = line.split()
             if len(parts) != 1 + 4 + len(ATTRIBUTES):
                 raise bad_line(path, n, line, f"'<image> x y w h' and {len(ATTRIBUTES)} values")
             try:
-                x, y, w, h = (float(v) for v in parts[1:5])
-                raw = [int(float(v)) for v in parts[5:]]
+                raw = [float(v) for v in parts[5:]]
             except ValueError:
-                raise bad_line(path, n, line, "numbers after the image name") from None
+                raw = [math.nan]
             if any(v not in _VALUE for v in raw):
                 raise bad_line(path, n, line, "attribute values 1, -1 or 0")
             box = None
-            if self.use_boxes and not any(math.isnan(v) for v in (x, y, w, h)):
-                box = (x, y, x + w, y + h)
-            image = parts[0]
+            if self.use_boxes and not all(_is_nan(v) for v in parts[1:5]):  # four NaN: no box
+                # person bounds may reach past the image's top or left edge; the engine clips them
+                box = check_box(parts[1:5], annotation=path, entry=f"line {n}", xywh=True, text=True, negative=True)
+            rows.append((parts[0], box, tuple(_VALUE[int(v)] for v in raw)))
+        images = paths_inside(self.root, [image for image, _, _ in rows], annotation=path, base=self.base / split)
+        items = []
+        for (image, box, label), file in zip(rows, images):
             seen[image] += 1
             item_id = f"{split}/{image}" + (f"#{seen[image]}" if seen[image] > 1 else "")
-            items.append(Item(item_id, str(self.base / split / image), tuple(_VALUE[v] for v in raw), box))
+            items.append(Item(item_id, str(file), label, box))
         return items

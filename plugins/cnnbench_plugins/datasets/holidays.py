@@ -15,11 +15,12 @@ itself removed from its own ranking, as the official evaluation does. The trial:
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Item, Trial
+from cnnbench.dataset import Item, Trial, ids_of_files
 from cnnbench.download import Download
 
 from ._common import AnnotationError, RetrievalDataset, images_under, require_images
@@ -45,10 +46,14 @@ class Holidays(RetrievalDataset):
     def required_paths(self):
         return [self.root / "jpg"]
 
-    def _groups(self) -> dict[str, list[str]]:
+    def _images(self) -> dict[str, Path]:
+        """``{id: file}``: one file per id (``100000.jpg`` beside ``100000.png`` is refused)."""
         self.check()
+        return ids_of_files(require_images(images_under(self.root / "jpg"), self.root / "jpg", "holidays"))
+
+    def _groups(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = defaultdict(list)
-        for p in require_images(images_under(self.root / "jpg"), self.root / "jpg", "holidays"):
+        for p in self._images().values():
             if not (p.stem.isdigit() and len(p.stem) >= 3):
                 raise AnnotationError(f"holidays: {p} is not named NNNNMM.jpg (group number + index)")
             groups[p.stem[:-2]].append(p.stem)
@@ -60,7 +65,7 @@ class Holidays(RetrievalDataset):
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         self._groups()
-        return [Item(p.stem, str(p), 1 if p.stem.endswith("00") else 0) for p in images_under(self.root / "jpg")]
+        return [Item(i, str(p), 1 if i.endswith("00") else 0) for i, p in self._images().items()]
 
     def extras(self, split: str) -> dict:
         self._require_split(split)

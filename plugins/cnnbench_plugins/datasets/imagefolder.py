@@ -84,9 +84,25 @@ class ImageFolder(Dataset):
         if self._classes is None:
             classes = [p.name for p in self._class_folders(self._class_root())]
             if self.has_fixed_split:  # checked before any split is extracted, not after train/ is done
-                self._check_known(self.root / "test", classes)
+                self._require_every_class("test", {f.name: len(list_images(f)) for f in
+                                                   self._check_known(self.root / "test", classes)}, classes)
             self._classes = classes
         return self._classes
+
+    def _require_every_class(self, split: str, counts: dict[str, int], classes: list[str] | None = None) -> None:
+        """Every class has images in ``split`` (``counts``: images per class folder): a class without
+        test images would silently drop out of the mean, one without training images never be predicted."""
+        if not any(counts.values()):
+            raise self._no_images(self.root / split, f"its {len(counts)} class folder(s) hold no image files")
+        empty = [c for c in (self.classes if classes is None else classes) if counts.get(c, 0) == 0]
+        if empty:
+            where = self.root / split / empty[0]
+            state = ("is a file, not a folder of images" if where.is_file() else
+                     "does not exist" if not where.exists() else "holds no image files")
+            raise UserError(f"{self.name}: class {empty[0]!r} has no {'training' if split == 'train' else 'test'} "
+                            f"images ({where} {state}); every class needs images in both train/ and test/: add "
+                            "images or remove the class from both"
+                            f"{' (also empty: ' + ', '.join(empty[1:]) + ')' if len(empty) > 1 else ''}")
 
     def _check_known(self, base: Path, classes: list[str]) -> list[Path]:
         """The class folders of ``base``; one that is not a training class is refused, by name."""
@@ -112,12 +128,7 @@ class ImageFolder(Dataset):
         if not items:
             raise self._no_images(base, f"its {len(folders)} class folder(s) hold no image files")
         if self.has_fixed_split:
-            if split == "train":
-                empty = [c for c, n in counts.items() if n == 0]
-                if empty:
-                    raise UserError(f"{self.name}: class {empty[0]!r} has no training images in "
-                                    f"{base / empty[0]}; add images or remove the class folder"
-                                    f"{' (also empty: ' + ', '.join(empty[1:]) + ')' if len(empty) > 1 else ''}")
+            self._require_every_class(split, counts)
         else:
             need = self.train_per_class + max(self.test_per_class, 0)
             small = [c for c, n in counts.items() if n < need]

@@ -9,10 +9,10 @@ class folders named in the split files; metric: mean class accuracy.
 from __future__ import annotations
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item
+from cnnbench.dataset import Dataset, Item, paths_inside, unique_ids
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines, refuse_unknown
 
 SPLIT_FILES = {"train": "TrainImages.txt", "test": "TestImages.txt"}
 
@@ -51,18 +51,28 @@ class MIT67(Dataset):
         if split not in self._lists:
             path = self.root / SPLIT_FILES[split]
             pairs = []
-            for n, line in enumerate(read_lines(path, f"mit67 {split} list"), 1):
+            for n, line in numbered_lines(path, f"mit67 {split} list"):
                 rel = line.replace("\\", "/")
                 if "/" not in rel:
                     raise bad_line(path, n, line, "'<class>/<image>'")
                 pairs.append((rel.split("/", 1)[0], rel))
+            unique_ids([rel for _, rel in pairs], annotation=path, what="image", entry="image")
+            paths_inside(self.root, [rel for _, rel in pairs], annotation=path, base=self.root / "Images")
             self._lists[split] = sorted(pairs, key=lambda p: p[1])
         return self._lists[split]
 
     @property
     def classes(self) -> list[str]:
         self.check()
-        return sorted({c for s in SPLIT_FILES for c, _ in self._list(s)})
+        per_split = {s: {c for c, _ in self._list(s)} for s in SPLIT_FILES}
+        for split, other in (("train", "test"), ("test", "train")):
+            lonely = sorted(per_split[split] - per_split[other])
+            if lonely:  # a class with no test images would drop out of the mean, one with no training images fail
+                raise AnnotationError(f"mit67: class {lonely[0]!r} has {split} images in "
+                                      f"{self.root / SPLIT_FILES[split]} but none in {self.root / SPLIT_FILES[other]}"
+                                      f"{f' (also {len(lonely) - 1} more)' if len(lonely) > 1 else ''}; every class "
+                                      "needs both: get the official lists again")
+        return sorted(per_split["train"])
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Item
+from cnnbench.dataset import Item, check_box, ids_of_files, unique_ids
 
 from ._common import AnnotationError, RetrievalDataset, images_under, refuse_unknown, require_images
 
@@ -52,33 +52,48 @@ class Oxford5kSubset(RetrievalDataset):
 
     def _db(self) -> dict[str, Path]:
         self.check()
-        found = require_images(images_under(self.root / "jpg"), self.root / "jpg", self.name)
-        return {p.stem: p for p in found}
+        return ids_of_files(require_images(images_under(self.root / "jpg"), self.root / "jpg", self.name))
 
     def queries(self) -> list[dict]:
+        """The queries of ``queries.json``, checked: each an object with a unique string ``id``, a
+        ``bbox`` that is a box (:func:`cnnbench.dataset.check_box`), and file names in ``jpg/``."""
         if self._queries is None:
             path = self.root / "queries.json"
             self.check()
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
+                raw = json.loads(path.read_text(encoding="utf-8-sig"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
             if not isinstance(raw, list):
                 raise AnnotationError(f"{path}: expected a list of queries, got {type(raw).__name__}")
             db = self._db()
             out = []
-            for k, q in enumerate(raw):
+            for k, q in enumerate(raw, 1):
+                if not isinstance(q, dict):
+                    raise AnnotationError(f"{path}: query {k} is {q!r:.60}, not an object with id, query, bbox and "
+                                          "relevant; correct it")
                 missing = {"id", "query", "bbox", "relevant"} - set(q)
                 if missing:
-                    raise AnnotationError(f"{path}: query #{k} lacks {sorted(missing)}")
-                if len(q["bbox"]) != 4:
-                    raise AnnotationError(f"{path}: query {q['id']!r}: bbox must be [x1, y1, x2, y2]")
-                stems = [Path(n).stem for n in [q["query"], *q["relevant"]]]
+                    raise AnnotationError(f"{path}: query {k} lacks {sorted(missing)}")
+                where = f"query {k} ({q['id']!r})"
+                box = check_box(q["bbox"], annotation=path, entry=where, name="bbox")
+                names = q["relevant"]
+                if not isinstance(names, list):
+                    raise AnnotationError(f"{path}: {where}: relevant must be a list of file names in jpg/, got "
+                                          f"{names!r:.60}")
+                for name in [q["query"], *names]:
+                    if not (isinstance(name, str) and name and Path(name).name == name):
+                        raise AnnotationError(f"{path}: {where}: {name!r} is not a file name in jpg/ (no folders); "
+                                              "correct it")
+                if not names and self.query_image == "junk":  # its AP is undefined: the mean would leave it out
+                    raise AnnotationError(f"{path}: {where}: relevant is empty, and with query_image: junk the query "
+                                          "has no positives; list its relevant images, or use query_image: positive")
+                stems = [Path(n).stem for n in [q["query"], *names]]
                 absent = [s for s in stems if s not in db]
                 if absent:
-                    raise AnnotationError(f"{path}: query {q['id']!r} names images not in jpg/: {absent[:5]}")
-                out.append({"id": str(q["id"]), "image": stems[0], "box": tuple(float(v) for v in q["bbox"]),
-                            "positives": sorted(set(stems[1:]))})
+                    raise AnnotationError(f"{path}: {where} names images not in jpg/: {absent[:5]}")
+                out.append({"id": q["id"], "image": stems[0], "box": box, "positives": sorted(set(stems[1:]))})
+            unique_ids([q["id"] for q in out], annotation=path, what="query id", entry="query")
             self._queries = sorted(out, key=lambda q: q["id"])
         return self._queries
 

@@ -33,13 +33,12 @@ original protocol.
 from __future__ import annotations
 
 import io
-import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Item
+from cnnbench.dataset import Item, check_box, ids_of_files, paths_inside
 from cnnbench.download import Download
 from cnnbench.errors import MissingDataError
 
@@ -127,11 +126,7 @@ def parse_gnd(path: Path) -> RevisitedGroundTruth:
         absent = [k for k in ("bbx", "easy", "hard", "junk") if k not in entry]
         if absent:
             raise bad(f"{where} lacks {absent}")
-        box = entry["bbx"]
-        if (not isinstance(box, (list, tuple)) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-                or not (box[0] < box[2] and box[1] < box[3])):
-            raise bad(f"{where}: bbx must be four numbers x1 < x2, y1 < y2, got {box!r}")
+        box = check_box(entry["bbx"], annotation=path, entry=where, name="bbx")
         lists = {}
         for key in ("easy", "hard", "junk"):
             idx = entry[key]
@@ -141,7 +136,7 @@ def parse_gnd(path: Path) -> RevisitedGroundTruth:
             if out_of_range:
                 raise bad(f"{where}: {key} index {out_of_range[0]} is outside imlist (0..{n - 1})")
             lists[key] = tuple(imlist[i] for i in idx)
-        queries.append(RevisitedQuery(name, tuple(float(v) for v in box), **lists))  # type: ignore[arg-type]
+        queries.append(RevisitedQuery(name, box, **lists))  # type: ignore[arg-type]
     return RevisitedGroundTruth(tuple(imlist), tuple(queries))
 
 
@@ -176,17 +171,16 @@ class RevisitedRetrieval(RetrievalDataset):
         a file of that name in a sub-folder of ``jpg/`` (the Paris archives as unpacked)."""
         if self._paths is None:
             gt = self.ground_truth()
-            folder = self.root / self.image_dir
-            names = [*gt.imlist, *(q.name for q in gt.queries)]
-            paths = {n: folder / f"{n}.jpg" for n in names}
+            folder, gnd = self.root / self.image_dir, self.root / self.gnd_name
+            names = list(dict.fromkeys([*gt.imlist, *(q.name for q in gt.queries)]))
+            paths = dict(zip(names, paths_inside(self.root, [f"{n}.jpg" for n in names], annotation=gnd, base=folder)))
             absent = [n for n, p in paths.items() if not p.is_file()]
-            if absent:
-                found: dict[str, Path] = {}
-                for p in images_under(folder, recursive=True):
-                    found.setdefault(p.stem, p)
-                for n in absent:
-                    if n in found:
-                        paths[n] = found[n]
+            if absent:  # in a landmark folder: exactly one file of that name, and it too inside the data set
+                wanted = set(absent)
+                found = ids_of_files(p for p in images_under(folder, recursive=True) if p.stem in wanted)
+                inside = paths_inside(self.root, [p.relative_to(folder).as_posix() for p in found.values()],
+                                      annotation=gnd, base=folder)
+                paths.update(zip(found, inside))
                 absent = [n for n in absent if n not in found]
             if absent:
                 raise MissingDataError(

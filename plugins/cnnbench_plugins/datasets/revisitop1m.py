@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial
+from cnnbench.dataset import Dataset, Item, Trial, paths_inside
 from cnnbench.download import Download
 from cnnbench.errors import MissingDataError, UserError
 
-from ._common import AnnotationError, read_lines, refuse_unknown
+from ._common import AnnotationError, numbered_lines, refuse_unknown
 
 URL_BASE = "http://ptak.felk.cvut.cz/revisitop/revisitop1m/"
 N_ARCHIVES = 100
@@ -74,26 +74,28 @@ class Revisitop1M(Dataset):
         if self._names is None:
             self.check()
             path = self.root / self.list_name
-            names = read_lines(path, "revisitop1m image list")
-            if not names:
+            lines = numbered_lines(path, "revisitop1m image list")
+            if not lines:
                 raise AnnotationError(f"{path} lists no images; download {URL_BASE}{self.list_name} again")
             seen: dict[str, int] = {}
-            for lineno, name in enumerate(names, 1):
+            for lineno, name in lines:
                 if name in seen:
                     raise AnnotationError(f"{path}, line {lineno}: {name!r} is listed twice (first on line "
                                           f"{seen[name]}); distractor ids must be unique: download the list again")
                 seen[name] = lineno
-            self._names = names
+            self._names = list(seen)
         return self._names
 
-    def image_path(self, name: str) -> Path:
-        """``jpg/<name>``, or ``jpg/<name>.jpg`` when the name has no extension (revisitop's rule)."""
-        return self.root / "jpg" / (name if Path(name).suffix else f"{name}.jpg")
+    def image_paths(self, names: list[str]) -> list[Path]:
+        """``jpg/<name>``, or ``jpg/<name>.jpg`` when the name has no extension (revisitop's rule); each
+        inside the data set's folder (:func:`cnnbench.dataset.paths_inside`)."""
+        return paths_inside(self.root, [n if Path(n).suffix else f"{n}.jpg" for n in names],
+                            annotation=self.root / self.list_name, base=self.root / "jpg")
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         names = self.names()
-        paths = [self.image_path(n) for n in names]
+        paths = self.image_paths(names)
         absent = [n for n, p in zip(names, paths) if not p.is_file()]
         if absent:
             raise MissingDataError(

@@ -15,15 +15,16 @@ aYahoo test (2644) with ``test_set: ayahoo``. Metric: mean AUC over the attribut
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item
+from cnnbench.dataset import Dataset, Item, check_box, paths_inside
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, read_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines, read_lines, refuse_unknown
 
 N_ATTRIBUTES = 64
 FILES = {"train": "apascal_train.txt", "apascal": "apascal_test.txt", "ayahoo": "ayahoo_test.txt"}
@@ -89,20 +90,22 @@ class UIUCAttributes(Dataset):
         self.check()
         path, folder = self._file(split), self.image_dir(split)
         seen: Counter = Counter()
-        items = []
-        for n, line in enumerate(read_lines(path, "uiuc-attributes data file"), 1):
+        rows = []
+        for n, line in numbered_lines(path, "uiuc-attributes data file"):
             parts = line.split()
             if len(parts) != 2 + 4 + N_ATTRIBUTES:
                 raise bad_line(path, n, line, f"'<image> <class> x1 y1 x2 y2' and {N_ATTRIBUTES} attribute values")
-            image = parts[0]
             try:
-                box = tuple(float(v) for v in parts[2:6])
-                values = [int(float(v)) for v in parts[6:]]
+                raw = [float(v) for v in parts[6:]]
             except ValueError:
-                raise bad_line(path, n, line, "numbers after the image name and class") from None
-            if any(v not in (0, 1) for v in values):
+                raw = [math.nan]
+            if any(v not in (0, 1) for v in raw):
                 raise bad_line(path, n, line, "attribute values 0 or 1")
+            box = check_box(parts[2:6], annotation=path, entry=f"line {n}", text=True) if self.use_boxes else None
+            rows.append((parts[0], box, tuple(int(v) for v in raw)))
+        images = paths_inside(self.root, [image for image, _, _ in rows], annotation=path, base=folder)
+        items = []
+        for (image, box, values), file in zip(rows, images):
             seen[image] += 1
-            items.append(Item(f"{image}#{seen[image]}", str(folder / image), tuple(values),
-                              box if self.use_boxes else None))  # type: ignore[arg-type]
+            items.append(Item(f"{image}#{seen[image]}", str(file), values, box))
         return items

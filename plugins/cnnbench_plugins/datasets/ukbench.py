@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Item, Trial
+from cnnbench.dataset import Item, Trial, ids_of_files
 from cnnbench.download import Download
 
 from ._common import AnnotationError, RetrievalDataset, images_under, require_images
@@ -44,7 +44,7 @@ class UKBench(RetrievalDataset):
     def _images(self):
         self.check()
         out = []
-        for p in require_images(images_under(self.root / "full"), self.root / "full", "ukbench"):
+        for p in ids_of_files(require_images(images_under(self.root / "full"), self.root / "full", "ukbench")).values():
             m = _NAME.match(p.stem)
             if not m:
                 raise AnnotationError(f"ukbench: {p} is not named ukbenchNNNNN.jpg")

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial
+from cnnbench.dataset import Dataset, Item, Trial, paths_inside, unique_ids
 from cnnbench.download import Download
 
 from ._common import AnnotationError, read_lines, refuse_unknown
@@ -72,9 +72,9 @@ class VOC2007(Dataset):
         v = self.voc
         return [v / "ImageSets" / "Main", v / "Annotations", v / "JPEGImages"]
 
-    def label(self, image_id: str) -> tuple[int, ...]:
-        """The 20-class label row of one image, from ``Annotations/<id>.xml``."""
-        path = self.voc / "Annotations" / f"{image_id}.xml"
+    def label(self, image_id: str, path: Path | None = None) -> tuple[int, ...]:
+        """The 20-class label row of one image, from ``Annotations/<id>.xml`` (or ``path``)."""
+        path = self.voc / "Annotations" / f"{image_id}.xml" if path is None else path
         if not path.is_file():
             raise AnnotationError(f"voc2007: {path} is missing (image {image_id} is listed in ImageSets/Main)")
         try:
@@ -95,11 +95,28 @@ class VOC2007(Dataset):
                 row[k] = -1
         return tuple(row)
 
+    def ids(self, split: str) -> list[str]:
+        """The image ids of ``ImageSets/Main/<split>.txt``, sorted: unique, and none in the other split."""
+        lists = self.voc / "ImageSets" / "Main"
+        ids = unique_ids(read_lines(lists / f"{split}.txt", f"voc2007 {split} list"), annotation=lists / f"{split}.txt",
+                         what="image id", entry="line")
+        other = next(s for s in self.splits if s != split)
+        if (lists / f"{other}.txt").is_file():
+            shared = sorted(set(ids) & set(read_lines(lists / f"{other}.txt", f"voc2007 {other} list")))
+            if shared:
+                raise AnnotationError(f"voc2007: {lists / 'test.txt'} shares {len(shared)} image(s) with "
+                                      f"{lists / 'trainval.txt'} (e.g. {shared[0]!r}); a test image must not be "
+                                      "trained on: get ImageSets/Main again")
+        return sorted(ids)
+
     def items(self, split: str) -> list[Item]:
         self._require_split(split)
         self.check()
-        ids = sorted(read_lines(self.voc / "ImageSets" / "Main" / f"{split}.txt", f"voc2007 {split} list"))
-        return [Item(i, str(self.voc / "JPEGImages" / f"{i}.jpg"), self.label(i)) for i in ids]
+        ids = self.ids(split)
+        listed = self.voc / "ImageSets" / "Main" / f"{split}.txt"
+        xmls = paths_inside(self.root, [f"{i}.xml" for i in ids], annotation=listed, base=self.voc / "Annotations")
+        jpgs = paths_inside(self.root, [f"{i}.jpg" for i in ids], annotation=listed, base=self.voc / "JPEGImages")
+        return [Item(i, str(jpg), self.label(i, xml)) for i, xml, jpg in zip(ids, xmls, jpgs)]
 
     def trials(self, labels):
         return [Trial("default", {"trainval": None}, {"test": None})]
