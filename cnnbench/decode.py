@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .dataset import Item
-from .images import load_views
+from .images import ImageDecodeError, load_views
 from .preprocess import Preprocess
 from .settings import ExtractSettings
 
@@ -28,10 +28,21 @@ def decode_batch(items: Sequence[Item], preprocess: Preprocess, settings: Extrac
                                      max_pixels=settings.max_pixels, exif_orientation=settings.exif_orientation))
             ok.append(item)
         except Exception as exc:  # noqa: BLE001 - any decoder failure skips this one image only
-            skipped.append((item.id, f"{_describe(item)}: {exc}"))
+            skipped.append((item.id, skip_reason(item, exc)))
     size = preprocess.input_size
     batch = np.stack(arrays) if arrays else np.zeros((0, len(settings.view_names), size, size, 3), np.uint8)
     return batch, ok, skipped
+
+
+def skip_reason(item: Item, exc: BaseException) -> str:
+    """Why ``item`` was skipped: one line naming it once, never without a reason. Our own decode errors
+    say what went wrong in their message; any other exception is named by its type too, which is all
+    some carry (``str(MemoryError())`` is empty)."""
+    what = _describe(item)
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, ImageDecodeError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if text.startswith(what) else f"{what}: {text}"
 
 
 def _describe(item: Item) -> str:

@@ -6,6 +6,7 @@ benchmarks all feed a model identical pixels.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import warnings
@@ -42,6 +43,21 @@ _OPEN_LOCK = threading.Lock()
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
+# The only formats opened, by Pillow's names, whatever a file's name says (Pillow identifies files by
+# their content). Left to itself Image.open tries every format Pillow knows: EPS hands the file to
+# Ghostscript (an interpreter of a programming language), and rare parsers that take any bytes (TGA,
+# SPIDER, IM, PCD) are attack surface no data set needs. These are libraries linked into Pillow, none
+# calls another program. A multi-picture JPEG (phones, 3D cameras) opens as "MPO" through JPEG's own
+# parser; PPM covers PGM and PBM.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+
+# A progressive JPEG is decoded scan by scan, each scan a pass over all the image's coefficients, and a
+# scan can be 12 bytes long: a 1.2 MB file of 100,000 scans took 11 s to decode (a photo that size:
+# 20 ms). libjpeg's own progression writes 10 scans for a colour image and encoders a few dozen at
+# most, so a progressive JPEG file with more start-of-scan markers than this is refused before decoding
+# (a baseline scan codes every block, so its cost follows its size).
+MAX_JPEG_SCANS = 256
+
 
 class ImageDecodeError(Exception):
     """An image could not be read; the message names the source."""
@@ -50,6 +66,9 @@ class ImageDecodeError(Exception):
 def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels: int | None = MAX_PIXELS,
                exif_orientation: bool = True) -> Image.Image:
     """Open a file or wrap an array as an 8-bit RGB image, as a person sees it.
+
+    Files are opened only in :data:`ALLOWED_FORMATS`, identified by their content; any other format
+    is refused by name before its parser runs.
 
     ``draft_size``: let the JPEG decoder scale down by 2, 4 or 8 in the DCT domain while both sides
     stay at least this large (much faster on big photos; pixels then differ slightly from a full
@@ -65,9 +84,7 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
         return _array_to_image(source)
     path = Path(os.fspath(source))
     try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+        img = _open(path)
         with img:
             width, height = img.size  # from the header: nothing is decoded yet
             if max_pixels is not None and width * height > max_pixels:
@@ -75,6 +92,8 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
                     f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} "
                     f"pixels (a guard against image bombs); not decoded. To decode it, raise extract.max_pixels "
                     f"in params.yaml or --max-pixels (null in params.yaml: no limit)")
+            if img.format in ("JPEG", "MPO") and img.info.get("progressive"):
+                _refuse_many_scans(path)
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))  # a square request: the same scale either way up
             img.load()  # decode now, so truncated files fail here and not later
@@ -85,6 +104,58 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
         raise ImageDecodeError(f"{path}: over Pillow's own decompression-bomb limit, not decoded ({exc})") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageDecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _open(path: Path) -> Image.Image:
+    """Read the header of a file in one of :data:`ALLOWED_FORMATS`; a file in another format Pillow
+    knows is refused by name, without running that format's parser."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path, formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        allowed = ", ".join(ALLOWED_FORMATS)
+        other = " or ".join(_other_formats(path))
+        if not other:
+            raise ImageDecodeError(f"{path}: not an image cnnbench can read: its content is none of {allowed} "
+                                   f"(or its header is damaged)") from None
+        raise ImageDecodeError(
+            f"{path}: format {other} is not allowed (cnnbench opens only {allowed}, whatever the file's name "
+            f"says: other formats may hand the file to another program, as EPS does to Ghostscript); not "
+            f"opened. Convert it to PNG or JPEG, or remove it from the data set") from None
+
+
+def _other_formats(path: Path) -> list[str]:
+    """The formats, outside the allowed ones, whose signature the file's first bytes carry (the test
+    Pillow itself starts with: no parser runs). Signatures overlap (XBM's and XPM's), and formats
+    without one match another's (a TGA file may start like a CUR)."""
+    Image.init()  # every format's signature test, not only the common ones
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    found = []
+    for name, (_, accept) in Image.OPEN.items():
+        if name not in ALLOWED_FORMATS and accept is not None:
+            try:
+                hit = accept(prefix)
+            except Exception:  # noqa: BLE001 - a signature test failing on odd bytes is no match
+                continue
+            if hit and not isinstance(hit, str):  # a str is Pillow's "support not installed" note
+                found.append(name)
+    return found
+
+
+def _refuse_many_scans(path: Path) -> None:
+    """Count a JPEG file's start-of-scan markers (FF DA: entropy-coded data never holds one, as it
+    writes FF as FF 00), at most up to :data:`MAX_JPEG_SCANS`, without reading the file into memory."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        at = -1
+        for _ in range(MAX_JPEG_SCANS + 1):
+            at = data.find(b"\xff\xda", at + 1)
+            if at < 0:
+                return
+    raise ImageDecodeError(f"{path}: a JPEG with more than {MAX_JPEG_SCANS} scans (encoders write a few dozen at "
+                           f"most; each costs a pass over the whole image: a guard against decoding bombs); not "
+                           f"decoded. Re-encode it (e.g. as a baseline JPEG) or remove it from the data set")
 
 
 def _exif_transpose(img: Image.Image) -> None:
@@ -133,8 +204,10 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
     raise ImageDecodeError(f"in-memory image must be (H, W) or (H, W, 3), got shape {arr.shape}")
 
 
-def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Resize/crop to the model's input; returns uint8 (input_size, input_size, 3)."""
+def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float, float] | None = None, *,
+               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Resize/crop to the model's input; returns uint8 (input_size, input_size, 3). The resized image is
+    held to ``max_pixels`` before it is built (see :func:`check_built`)."""
     if box is not None:
         img = crop_box(img, box)
     resample = _RESAMPLE[pp.interpolation]
@@ -146,6 +219,7 @@ def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float,
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = pp.resize_size, int(pp.resize_size * long / short)
         nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
+        check_built(f"resizing a {w}x{h} image to {new_short} px on its short side", nw, nh, max_pixels)
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), resample)
         top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
@@ -154,6 +228,27 @@ def preprocess(img: Image.Image, pp: Preprocess, box: tuple[float, float, float,
     if arr.shape != (size, size, 3):  # pragma: no cover - PIL guarantees this for RGB
         raise ImageDecodeError(f"preprocessing produced shape {arr.shape}")
     return arr
+
+
+def check_built(what: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse, before it is allocated, an image whose size follows from the file's shape rather than
+    from its pixel count: the file's header is held to ``max_pixels``, and so is everything built from
+    it. Otherwise a 475-byte 1x100000 PNG (10^5 pixels, under any cap) resized to 256 px on its short
+    side becomes 256x25,600,000 pixels (20 GB of RGB), and its level-1 spatial patch, a square padded
+    around it, 100000x100000. Under the default cap this admits a 1024:1 image at short side 256, and
+    spatial patches of photos up to 8192 px on their long side. ``max_pixels=None`` leaves Pillow's own
+    limit on the file, so it bounds what is built too (``2 * Image.MAX_IMAGE_PIXELS``, 179 MP)."""
+    budget = max_pixels
+    if budget is None and Image.MAX_IMAGE_PIXELS:  # Pillow's own limit may be lifted too: then none
+        budget = 2 * Image.MAX_IMAGE_PIXELS
+    if budget is not None and width * height > budget:
+        limit, or_raise = (("max_pixels", ", or raise extract.max_pixels in params.yaml or --max-pixels")
+                           if max_pixels is not None else ("Pillow's own limit (max_pixels is null)", ""))
+        raise ImageDecodeError(
+            f"{what} would build a {width}x{height} image = {width * height:,} pixels, over the limit of "
+            f"{budget:,} pixels ({limit}, which bounds every image built from a file as well as the file: a "
+            f"guard against extreme shapes); not built. Crop the image (or its box) to a less extreme "
+            f"shape{or_raise}")
 
 
 def crop_box(img: Image.Image, box) -> Image.Image:
@@ -167,7 +262,8 @@ def crop_box(img: Image.Image, box) -> Image.Image:
 
 def load_and_preprocess(source: ImageSource, pp: Preprocess, box=None, *, max_pixels: int | None = MAX_PIXELS,
                         exif_orientation: bool = True) -> np.ndarray:
-    return preprocess(load_image(source, max_pixels=max_pixels, exif_orientation=exif_orientation), pp, box)
+    return preprocess(load_image(source, max_pixels=max_pixels, exif_orientation=exif_orientation), pp, box,
+                      max_pixels=max_pixels)
 
 
 def load_views(source: ImageSource, pp: Preprocess, box=None, *, box_scale: float = 1.0, mode: str = "none",
@@ -177,12 +273,14 @@ def load_views(source: ImageSource, pp: Preprocess, box=None, *, box_scale: floa
 
     ``fast_decode`` uses JPEG draft mode for whole-image views; ``max_pixels`` and
     ``exif_orientation``: see :func:`load_image` (boxes are in the coordinates of the image as
-    oriented, so the orientation must match the one the annotations were made on)."""
+    oriented, so the orientation must match the one the annotations were made on); ``max_pixels``
+    bounds the images the views are built from too (:func:`check_built`)."""
     draft = pp.resize_size if fast_decode and mode == "none" and box is None and pp.crop == "center" else None
     img = load_image(source, draft, max_pixels=max_pixels, exif_orientation=exif_orientation)
     if box is not None:
         img = crop_box(img, enlarge_box(box, box_scale, img.width, img.height))
-    return make_views(img, pp, mode, angles=DEFAULT_ROTATIONS if angles is None else angles, levels=levels)
+    return make_views(img, pp, mode, angles=DEFAULT_ROTATIONS if angles is None else angles, levels=levels,
+                      max_pixels=max_pixels)
 
 
 def normalize(batch_uint8, pp: Preprocess):
@@ -237,8 +335,10 @@ def spatial_patches(width: int, height: int, levels: int) -> list[tuple[str, Box
     return out
 
 
-def _crop(img: Image.Image, box: Box) -> Image.Image:
-    return img.crop(tuple(int(round(v)) for v in box))  # PIL pads regions outside the image with black
+def _crop(img: Image.Image, name: str, box: Box, max_pixels: int | None) -> Image.Image:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    check_built(f"the view {name} of a {img.width}x{img.height} image", x2 - x1, y2 - y1, max_pixels)
+    return img.crop((x1, y1, x2, y2))  # PIL pads regions outside the image with black
 
 
 def view_names(mode: str, levels: int = 4) -> list[str]:
@@ -253,19 +353,26 @@ def view_names(mode: str, levels: int = 4) -> list[str]:
 
 
 def make_views(img: Image.Image, pp: Preprocess, mode: str = "none", *, angles=DEFAULT_ROTATIONS,
-               levels: int = 4) -> np.ndarray:
-    """All views of one image, each preprocessed for the model: uint8 (V, size, size, 3)."""
+               levels: int = 4, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """All views of one image, each preprocessed for the model: uint8 (V, size, size, 3). Each image
+    built on the way is held to ``max_pixels`` (:func:`check_built`)."""
     if mode == "none":
-        return preprocess(img, pp)[None]
+        return preprocess(img, pp, max_pixels=max_pixels)[None]
     w, h = img.size
     if mode == "jitter16":
         if len(angles) != 2:
             raise ValueError(f"jitter16 needs exactly 2 rotation angles, got {list(angles)}")
-        base = [img] + [_crop(img, b) for _, b in jitter_crops(w, h)]
-        base += [img.rotate(float(a), resample=Image.Resampling.BICUBIC) for a in angles]
-        views = base + [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for v in base]
-        return np.stack([preprocess(v, pp) for v in views])
+
+        def base():  # one at a time: 16 full-size views at once would hold 10 images' worth of pixels
+            yield img
+            yield from (_crop(img, n, b, max_pixels) for n, b in jitter_crops(w, h))
+            yield from (img.rotate(float(a), resample=Image.Resampling.BICUBIC) for a in angles)  # same size
+
+        pairs = [(preprocess(v, pp, max_pixels=max_pixels),
+                  preprocess(v.transpose(Image.Transpose.FLIP_LEFT_RIGHT), pp, max_pixels=max_pixels)) for v in base()]
+        return np.stack([view for view, _ in pairs] + [flipped for _, flipped in pairs])
     if mode == "spatial":
         square = replace(pp, crop="full")  # patches are square: resize, no warp
-        return np.stack([preprocess(_crop(img, b), square) for _, b in spatial_patches(w, h, levels)])
+        return np.stack([preprocess(_crop(img, n, b, max_pixels), square, max_pixels=max_pixels)
+                         for n, b in spatial_patches(w, h, levels)])
     raise ValueError(f"views must be one of {VIEW_MODES}, got {mode!r}")
