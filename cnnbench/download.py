@@ -20,6 +20,9 @@ and a link harmless in its own archive can be turned outward by a link from anot
   archive has a folder, the archive is refused before anything is moved (replace the link by a
   real folder); where the archive has a file, the link itself is replaced, never what it points
   to. The target folder itself may be a link (to another disk, say): that is the user's choice.
+* merging never deletes a folder: where the data set's folder has a folder and the archive a file
+  or link of the same name (or the other way round), the archive is refused before anything is
+  moved. Only a file (or link) is replaced, by the archive's file of the same name.
 
 Limits. A small archive can unpack to more than the disk holds (a decompression bomb), so the
 declared sizes (tar headers, the zip directory) and the entries are counted before anything is
@@ -247,6 +250,34 @@ def _check_tar_member(archive: Path, m: tarfile.TarInfo) -> None:
         raise DownloadError(f"{archive.name}: refused entry {m.name!r}: unsupported entry type {m.type!r}")
 
 
+class _Names:
+    """The paths an archive stores, so that each names one thing: a path stored twice as a file (which
+    copy is the data set's?), as a file and a folder, or under a file, or a file with no name (``.``)
+    is refused before anything is written, with the entry's name (not a temporary path's error)."""
+
+    def __init__(self, archive: Path):
+        self.archive, self.kinds = archive, {}  # path -> True (folder) / False (file or link)
+
+    def add(self, raw: str, rel: str, is_dir: bool) -> None:
+        def refuse(why: str) -> DownloadError:
+            return DownloadError(f"{self.archive.name}: refused entry {raw!r}: {why}; the archive is corrupt or forged")
+
+        if not rel:
+            if is_dir:
+                return
+            raise refuse("it names no file (only '.' or '/')")
+        parts = rel.split("/")
+        for k in range(1, len(parts)):
+            parent = "/".join(parts[:k])
+            if self.kinds.setdefault(parent, True) is False:
+                raise refuse(f"it lies under {parent!r}, which the archive stores as a file")
+        before = self.kinds.get(rel)
+        if before is not None and not (before and is_dir):
+            raise refuse("the archive stores this path twice" if before == is_dir else
+                         "the archive stores this path both as a file and as a folder")
+        self.kinds[rel] = is_dir
+
+
 def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> bool:
     """Check every member, then unpack; returns whether there were hard links (whose inodes are then
     checked on disk)."""
@@ -254,6 +285,7 @@ def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> bool:
         members: list[tarfile.TarInfo] = []
         links: set[str] = set()
         files: dict[str, int] = {}  # regular files so far, by path: the only valid hard-link targets
+        names = _Names(archive)
         for m in tar:  # lazily, so a bomb's giant first header stops us before its data is read
             _check_tar_member(archive, m)
             rel = _check_name(archive, m.name)
@@ -263,6 +295,7 @@ def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> bool:
                 if "/".join(parents[:k]) in links:
                     raise DownloadError(f"{archive.name}: refused entry {m.name!r}: it lies under the link "
                                         f"{'/'.join(parents[:k])!r}")
+            names.add(m.name, rel, m.isdir())
             size = m.size if m.isfile() else 0
             if m.islnk():
                 target = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))
@@ -294,8 +327,10 @@ def _extract_tar(archive: Path, dest: Path, budget: _Budget) -> bool:
 def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
+        names = _Names(archive)
         for info in infos:
             rel = _check_name(archive, info.filename)
+            names.add(info.filename, rel, info.is_dir())
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 target = zf.read(info).decode("utf-8", "replace")
@@ -404,32 +439,42 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, max_
     return dest
 
 
-def _check_merge(archive: Path, src: Path, dest: Path) -> None:
+def _check_merge(archive: Path, src: Path, dest: Path, top: Path | None = None) -> None:
     """Refuse, before anything is moved, to merge a folder of the archive over a link or a file in
-    ``dest``: merging would write wherever the link points. ``dest`` itself may be a link to a folder."""
+    ``dest`` (merging would write wherever the link points), or a file or link of the archive over a
+    folder in ``dest`` (merging would delete the folder, which holds what the user put there: merging
+    only replaces files by files). ``dest`` itself may be a link to a folder."""
+    top = src if top is None else top
     if dest.is_symlink() and not dest.exists():
         raise DownloadError(f"cannot unpack {archive.name} into {dest}: it is a symbolic link to "
                             f"{os.readlink(dest)!r}, which does not exist (a disk not mounted?); fix or remove it")
     if not dest.exists():
         return
     if not dest.is_dir():
-        raise DownloadError(f"cannot unpack {archive.name} into {dest}: it is a file where the archive has a folder; "
-                            "move it away and run again")
+        folder = "a folder" if src == top else f"the folder {src.relative_to(top).as_posix()!r}"
+        raise DownloadError(f"cannot unpack {archive.name} into {dest}: it is a file where the archive has {folder}; "
+                            "nothing was changed: move the file away and run again")
     for entry in src.iterdir():
-        if entry.is_symlink() or not entry.is_dir():
-            continue  # os.replace swaps a file or link for whatever is there, never writing through it
         target = dest / entry.name
+        if entry.is_symlink() or not entry.is_dir():
+            if target.is_dir() and not target.is_symlink():
+                raise DownloadError(f"cannot unpack {archive.name} into {dest}: the archive has a "
+                                    f"{'link' if entry.is_symlink() else 'file'} {entry.relative_to(top).as_posix()!r} "
+                                    f"where {target} is a folder, and unpacking never deletes a folder; nothing was "
+                                    "changed: move or rename the folder and run again")
+            continue  # os.replace swaps a file or link for a file or link, never writing through it
         if target.is_symlink():
             raise DownloadError(f"cannot unpack {archive.name} into {target}: it is a symbolic link (to "
                                 f"{os.readlink(target)!r}) where the archive has a folder, and nothing is written "
                                 "through links; replace the link by a real folder and run again")
-        _check_merge(archive, entry, target)
+        _check_merge(archive, entry, target, top)
 
 
 def _merge_into(src: Path, dest: Path) -> None:
     """Move ``src``'s content into ``dest``: whole folders are renamed when ``dest`` lacks them,
     otherwise merged file by file (e.g. VOC's trainval and test archives share VOCdevkit/VOC2007).
-    Never through a link below ``dest`` (``_check_merge`` ran first)."""
+    Never through a link below ``dest``, and never over a folder (``_check_merge`` ran first; these
+    checks only stand guard should ``dest`` change in between)."""
     if not os.path.lexists(dest):
         os.replace(src, dest)
         src.mkdir()  # the caller removes it
@@ -443,7 +488,8 @@ def _merge_into(src: Path, dest: Path) -> None:
                 _merge_into(entry, target)
                 continue
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            raise DownloadError(f"will not replace the folder {target} by the archive's {entry.name!r}; move or "
+                                "rename the folder and run again")
         os.replace(entry, target)
 
 

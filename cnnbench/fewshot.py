@@ -35,6 +35,7 @@ from .errors import UserError
 
 KEYS = ("shots", "shots_trials", "shots_seed")
 DEFAULT_TRIALS = 5
+MAX_TRIALS = 1000  # draws per k, each a fit of the head: 200x the default, far past where the mean settles
 _SHOT_NAME = re.compile(r"^(?P<metric>.+)@(?P<k>\d+)shot$")
 
 
@@ -62,7 +63,8 @@ def parse(dataset: str, shots=None, shots_trials=None, shots_seed=None) -> FewSh
         raise UserError(f"{dataset}: shots: {shots!r} is not allowed; expected distinct numbers of images per class, "
                         "e.g. [1, 2, 5, 10]")
     trials = DEFAULT_TRIALS if shots_trials is None else O.as_int(
-        f"{dataset}: shots_trials", shots_trials, min=1, fix="the number of seeded draws per number of shots, e.g. 5")
+        f"{dataset}: shots_trials", shots_trials, min=1, max=MAX_TRIALS,
+        fix="the number of seeded draws per number of shots, e.g. 5")
     seed = 0 if shots_seed is None else O.as_int(f"{dataset}: shots_seed", shots_seed, min=0, max=2**32 - 1)
     return FewShot(tuple(sorted(ks)), trials, seed)
 

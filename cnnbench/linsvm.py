@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+MAX_NEWTON = 100  # Newton steps per fit; a fit that needs more is reported, never a hang
+
 
 def _loss_terms(z: torch.Tensor, loss: str, smooth: float):
     """Per-entry loss value, first and (generalised) second derivative w.r.t. z."""
@@ -42,14 +44,16 @@ def _loss_terms(z: torch.Tensor, loss: str, smooth: float):
 
 
 def fit(X: torch.Tensor, Y: torch.Tensor, S: torch.Tensor, C: float, *, loss: str = "squared_hinge",
-        smooth: float = 0.05, tol: float = 1e-4, max_newton: int = 100, max_cg: int = 100,
+        smooth: float = 0.05, tol: float = 1e-4, max_newton: int = MAX_NEWTON, max_cg: int = 100,
         W0: torch.Tensor | None = None, Gram: torch.Tensor | None = None,
-        max_direct: int = 1536) -> tuple[torch.Tensor, int]:
+        max_direct: int = 1536) -> tuple[torch.Tensor, int, bool]:
     """Solve all columns of Y at once. ``X`` (N, D') already carries the bias column; ``Y`` (N, K)
     in {+1, -1} (any value where ``S`` is 0); ``S`` (N, K) per-entry weights (0 = not in the
     problem). ``Gram`` (N, N) = X Xᵀ, if given, lets Newton steps whose Hessian has at most
     ``max_direct`` active rows per class be solved exactly (Woodbury + batched Cholesky); the others
-    use preconditioned CG. Returns (W (D', K), Newton iterations)."""
+    use preconditioned CG. Returns (W (D', K), Newton steps taken, whether every class met the
+    stopping rule): the work is bounded (at most ``max_newton`` steps of at most ``max_cg`` CG
+    iterations each), and a fit that ran out of steps says so rather than running on."""
     n, d = X.shape
     k = Y.shape[1]
     W = torch.zeros(d, k, dtype=X.dtype, device=X.device) if W0 is None else W0.clone()
@@ -61,14 +65,15 @@ def fit(X: torch.Tensor, Y: torch.Tensor, S: torch.Tensor, C: float, *, loss: st
     _, d1_0, _ = _loss_terms(torch.zeros(1, 1, dtype=X.dtype, device=X.device), loss, smooth)
     g0 = torch.linalg.vector_norm(X.T @ (CSY * d1_0), dim=0).clamp_min(1e-12)
     active = torch.arange(k, device=X.device)
-    it = 0
-    for it in range(1, max_newton + 1):
+    steps, converged = 0, False
+    for steps in range(max_newton + 1):  # the last pass only checks the last step
         Wa, Za, CSa, CSYa = W[:, active], Z[:, active], CS[:, active], CSY[:, active]
         val, d1, d2 = _loss_terms(Za, loss, smooth)
         G = Wa + X.T @ (CSYa * d1)
         gnorm = torch.linalg.vector_norm(G, dim=0)
         done = gnorm <= tol * g0[active]
-        if bool(done.all()):
+        converged = bool(done.all())
+        if converged or steps == max_newton:
             break
         if bool(done.any()):
             keep = ~done
@@ -94,7 +99,7 @@ def fit(X: torch.Tensor, Y: torch.Tensor, S: torch.Tensor, C: float, *, loss: st
             t = torch.where(pending, t * 0.5, t)
         W[:, active] = Wa + t * s
         Z[:, active] = Za + t * Ys
-    return W, it
+    return W, steps, converged
 
 
 def _newton_direction(X, X2, Gram, G, Dm, gnorm, max_cg, max_direct):
@@ -158,6 +163,7 @@ class BatchedLinearSVM:
         self.bias_scale, self.device, self.dtype = float(bias_scale), device, dtype
         self.W: torch.Tensor | None = None
         self.n_iter = 0
+        self.converged = True  # whether the last fit met the stopping rule for every class
         self.rotate = bool(rotate)
         self.rotation: torch.Tensor | None = None
 
@@ -208,8 +214,9 @@ class BatchedLinearSVM:
         signs, weights = self.problems(y, n_classes)
         Y = torch.as_tensor(signs, dtype=self.dtype, device=self.device)
         S = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
-        self.W, self.n_iter = fit(Xt, Y, S, float(C), loss=self.loss, smooth=self.smooth, tol=self.tol, W0=warm_start,
-                                  Gram=gram)
+        self.W, self.n_iter, converged = fit(Xt, Y, S, float(C), loss=self.loss, smooth=self.smooth, tol=self.tol,
+                                             W0=warm_start, Gram=gram)
+        self.converged = converged and bool(torch.isfinite(self.W).all())
         return self
 
     def decision_function(self, X: np.ndarray | torch.Tensor) -> np.ndarray:

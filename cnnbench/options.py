@@ -7,20 +7,42 @@ are part of the plugin surface), so a bad option reads the same whichever plugin
 
 from __future__ import annotations
 
+import inspect
 import math
+import reprlib
 from typing import Any, Iterable, Sequence
 
 from .errors import UserError
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlevel = 80, 80, 3
+_SHOW_CHARS = 160
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = _SHOW.maxset = 6
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short. A value can be huge (a YAML alias
+    bomb is a few lines of params.yaml and 10⁹ strings once printed): a message stays one short line."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS - 3] + "..."
+
 
 def _bad(name: str, value: Any, allowed: str, fix: str = "") -> UserError:
-    msg = f"{name}: {value!r} is not allowed; expected {allowed}"
+    msg = f"{name}: {show(value)} is not allowed; expected {allowed}"
     return UserError(msg + (f"; {fix}" if fix else ""))
+
+
+def _range(min, max, fmt, min_exclusive: bool = False) -> str:
+    """`` >= 1``, `` > 0``, `` from 1e-06 to 1e+06``: the bounds as a message states them."""
+    if min is not None and max is not None and not min_exclusive:
+        return f" from {fmt(min)} to {fmt(max)}"
+    lower = "" if min is None else (f" > {fmt(min)}" if min_exclusive else f" >= {fmt(min)}")
+    return lower + (f" <= {fmt(max)}" if max is not None else "")
 
 
 def as_int(name: str, value: Any, *, min: int | None = None, max: int | None = None, fix: str = "") -> int:
     """An integer (``"8"`` and ``8.0`` are fine, ``8.5``, ``"abc"`` and ``True`` are not) within bounds."""
-    allowed = "an integer" + (f" >= {min}" if min is not None else "") + (f" <= {max}" if max is not None else "")
+    allowed = "an integer" + _range(min, max, str)
     if isinstance(value, bool) or value is None:
         raise _bad(name, value, allowed, fix)
     try:
@@ -36,8 +58,7 @@ def as_int(name: str, value: Any, *, min: int | None = None, max: int | None = N
 def as_float(name: str, value: Any, *, min: float | None = None, max: float | None = None,
              min_exclusive: bool = False, fix: str = "") -> float:
     """A finite number within bounds (``min_exclusive``: strictly above ``min``)."""
-    lower = "" if min is None else (f" > {min:g}" if min_exclusive else f" >= {min:g}")
-    allowed = "a finite number" + lower + (f" <= {max:g}" if max is not None else "")
+    allowed = "a finite number" + _range(min, max, "{:g}".format, min_exclusive)
     if isinstance(value, bool) or value is None:
         raise _bad(name, value, allowed, fix)
     try:
@@ -54,12 +75,41 @@ def as_float(name: str, value: Any, *, min: float | None = None, max: float | No
 
 
 def as_bool(name: str, value: Any) -> bool:
-    """``true``/``false`` (YAML booleans), or 0/1; anything else is a mistake, not a truthy value."""
+    """``true``/``false`` (YAML booleans: also ``yes``/``no``, ``on``/``off`` unquoted), or 0/1; anything
+    else (``maybe``, ``"false"`` quoted, ``2``) is a mistake, not a truthy value."""
     if isinstance(value, bool):
         return value
-    if value in (0, 1):
+    if not isinstance(value, str) and value in (0, 1):
         return bool(value)
     raise _bad(name, value, "true or false")
+
+
+_BOOL, _BOOL_OR_NONE = {"bool"}, {"bool|None", "None|bool", "Optional[bool]"}
+
+
+def _annotation(param: inspect.Parameter) -> str:
+    """A parameter's annotation as compact text (it may be a string: ``from __future__ import
+    annotations``); an unannotated parameter with a True/False default reads as ``bool``."""
+    if param.annotation is param.empty:
+        return "bool" if isinstance(param.default, bool) else ""
+    if param.annotation is bool:
+        return "bool"
+    text = param.annotation if isinstance(param.annotation, str) else repr(param.annotation)
+    return text.replace(" ", "").replace("typing.", "")
+
+
+def typed_options(plugin: str, signature: inspect.Signature, options: dict[str, Any]) -> dict[str, Any]:
+    """The options for ``plugin``'s factory (of that ``signature``), with every boolean parameter
+    (annotated ``bool`` or ``bool | None``, or unannotated with a ``True``/``False`` default) checked
+    by :func:`as_bool`: ``-B pretrained=maybe`` is refused, for every plugin, instead of being a truthy
+    string in its ``if pretrained:``. Messages read ``<plugin>: <option>: …``, as the plugins' own do."""
+    out = dict(options)
+    for name, value in options.items():
+        param = signature.parameters.get(name)
+        kind = _annotation(param) if param is not None else ""
+        if kind in _BOOL or (kind in _BOOL_OR_NONE and value is not None):
+            out[name] = as_bool(f"{plugin}: {name}", value)
+    return out
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -99,17 +149,17 @@ def as_list(name: str, value: Any, *, allow_scalar: bool = True, min_len: int = 
     return out
 
 
-def int_list(name: str, value: Any, *, min: int | None = None, min_len: int = 1) -> list[int]:
+def int_list(name: str, value: Any, *, min: int | None = None, max: int | None = None, min_len: int = 1) -> list[int]:
     items = as_list(name, value, min_len=min_len)
-    return [as_int(f"{name}[{k}]", v, min=min) for k, v in enumerate(items)]
+    return [as_int(f"{name}[{k}]", v, min=min, max=max) for k, v in enumerate(items)]
 
 
-def float_list(name: str, value: Any, *, min: float | None = None, min_exclusive: bool = False,
-               min_len: int = 1, length: int | None = None) -> list[float]:
+def float_list(name: str, value: Any, *, min: float | None = None, max: float | None = None,
+               min_exclusive: bool = False, min_len: int = 1, length: int | None = None) -> list[float]:
     items = as_list(name, value, min_len=min_len)
     if length is not None and len(items) != length:
         raise _bad(name, value, f"a list of exactly {length} numbers")
-    return [as_float(f"{name}[{k}]", v, min=min, min_exclusive=min_exclusive) for k, v in enumerate(items)]
+    return [as_float(f"{name}[{k}]", v, min=min, max=max, min_exclusive=min_exclusive) for k, v in enumerate(items)]
 
 
 def str_list(name: str, value: Any) -> list[str]:

@@ -30,9 +30,43 @@ DEFAULTS: dict[str, Any] = {
     "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False, "level": 0.95, "bootstrap": 1000,
                 "seed": 0},
 }
+# 100x the default: the Monte-Carlo error of a 95 % bound is already far below the last digit shown,
+# while the work (resamples x test images per cell) still fits in memory and minutes
+MAX_BOOTSTRAP = 100_000
 _FOLDERS = ("data_root", "features_dir", "metrics_dir", "reports_dir")
 _NAME_LISTS = ("backbones", "datasets", "heads")
 _OPTION_SECTIONS = ("backbone_options", "dataset_options", "head_options")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping (at any depth) is an error:
+    the plain loader keeps the last one, so an edit lower down silently undoes the line above it.
+    Merge keys (``<<: *defaults``) still let a mapping override what it merges in."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        checked = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:  # before merging: only the keys written in this mapping
+            checked.add(id(node))
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise _DuplicateKey(key, lines[key], line)
+                lines[key] = line
+        super().flatten_mapping(node)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text as Python values, refusing duplicate keys (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load(path: str | os.PathLike | None, *, required: bool = False) -> dict[str, Any]:
@@ -47,13 +81,21 @@ def load(path: str | os.PathLike | None, *, required: bool = False) -> dict[str,
             raise UserError(f"--params {path}: no such file; give the path of a params.yaml (or leave --params out)")
         return params
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except _DuplicateKey as exc:
+        raise UserError(f"{path}: key {exc.key!r} is given twice, on lines {exc.first} and {exc.second}; YAML would "
+                        "silently keep only the second: delete one of them") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cannot read {path}: it is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if data is None:
+        data = {}  # an empty file (or only comments): the defaults
     if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of parameters, not {type(data).__name__}")
+        raise UserError(f"{path} must hold a mapping of parameters (key: value lines), not a "
+                        f"{type(data).__name__}")
     O.unknown_keys(f"{path}", data, list(DEFAULTS))
     for key, value in data.items():
         if isinstance(params.get(key), dict) and isinstance(value, dict):
@@ -69,22 +111,30 @@ def check(params: dict[str, Any], source: str = "params") -> None:
     for key in _FOLDERS:
         value = params[key]
         if not isinstance(value, (str, os.PathLike)) or not str(value):
-            raise UserError(f"{source}: {key}: {value!r} is not allowed; expected a folder path")
+            raise UserError(f"{source}: {key}: {O.show(value)} is not allowed; expected a folder path")
     for key in _NAME_LISTS:
         value = params[key]
         if not isinstance(value, list):
-            raise UserError(f"{source}: {key}: {value!r} is not allowed; expected a list of names, e.g. [{value}]")
+            raise UserError(f"{source}: {key}: {O.show(value)} is not allowed; expected a list of names, "
+                            f"e.g. [{O.show(value)}]")
+        if not value:  # nothing would run, and the run would say nothing
+            raise UserError(f"{source}: {key}: [] is not allowed; expected at least one name, e.g. "
+                            f"[{', '.join(DEFAULTS[key])}] (leave {key} out for that default)")
         O.str_list(f"{source}: {key}", value)
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise UserError(f"{source}: {key}: {', '.join(map(repr, twice))} listed twice; list each name once")
     for key in _OPTION_SECTIONS:
         section = O.mapping(f"{source}: {key}", params[key])
         for name, opts in section.items():
             if opts is not None and not isinstance(opts, dict):
-                raise UserError(f"{source}: {key}.{name}: {opts!r} is not allowed; expected a mapping of options")
+                raise UserError(f"{source}: {key}.{name}: {O.show(opts)} is not allowed; expected a mapping of options")
         params[key] = section
     compare = O.mapping(f"{source}: compare", params["compare"])
     O.unknown_keys(f"{source}: compare", compare, list(DEFAULTS["compare"]))
     if not isinstance(compare.get("baseline", ""), str):
-        raise UserError(f"{source}: compare.baseline: {compare['baseline']!r} is not allowed; expected a row name or 'none'")
+        raise UserError(f"{source}: compare.baseline: {O.show(compare['baseline'])} is not allowed; expected a row name "
+                        "or 'none'")
     O.as_bool(f"{source}: compare.all_metrics", compare.get("all_metrics", False))
     compare_statistics(source, compare)
     from .settings import ExtractSettings
@@ -97,7 +147,7 @@ def compare_statistics(source: str, compare: dict) -> tuple[float, int, int]:
     level = O.as_float(f"{source}: compare.level", compare.get("level", 0.95), min=0.5, max=0.999,
                        min_exclusive=True,
                        fix="the coverage of the intervals, e.g. 0.95; differences are significant at p < 1 - level")
-    n = O.as_int(f"{source}: compare.bootstrap", compare.get("bootstrap", 1000), min=100,
+    n = O.as_int(f"{source}: compare.bootstrap", compare.get("bootstrap", 1000), min=100, max=MAX_BOOTSTRAP,
                  fix="the bootstrap resamples per interval and paired test (default 1000)")
     seed = O.as_int(f"{source}: compare.seed", compare.get("seed", 0), min=0, fix="the seed of the bootstrap resamples")
     return level, n, seed
@@ -111,19 +161,25 @@ def data_root(params: dict[str, Any], flag: str | None = None) -> Path:
 def options_for(params: dict[str, Any], section: str, name: str) -> dict[str, Any]:
     opts = (params.get(section) or {}).get(name) or {}
     if not isinstance(opts, dict):
-        raise CnnbenchError(f"params {section}.{name} must be a mapping, not {opts!r}")
+        raise CnnbenchError(f"params {section}.{name} must be a mapping, not {O.show(opts)}")
     return dict(opts)
 
 
 def parse_assignments(pairs: tuple[str, ...], flag: str = "-D") -> dict[str, Any]:
     """``key=value`` pairs from the command line; values are read as YAML (``seeds=[0,1]``)."""
-    out = {}
+    out, given = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UserError(f"{flag} {pair!r}: expected key=value, e.g. {flag} seed=0")
+        key = key.strip()
+        if key in given:  # the last would silently win
+            raise UserError(f"{flag} {key} is given twice ({given[key]!r} and {pair!r}); give it once")
+        given[key] = pair
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key] = read_yaml(value)
+        except _DuplicateKey as exc:
+            raise UserError(f"{flag} {pair!r}: key {exc.key!r} is given twice in the value; give it once") from None
         except yaml.YAMLError:
             raise UserError(f"{flag} {pair!r}: the value is not valid YAML; quote it, e.g. {key}='\"...\"'") from None
     return out

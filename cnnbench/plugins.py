@@ -41,6 +41,7 @@ from typing import Any, Callable
 import pluggy
 
 from . import hookspecs
+from . import options as O
 from .errors import CnnbenchError, PluginError, UnknownPluginError, UserError
 
 ENTRY_POINT_GROUP = "cnnbench"
@@ -289,6 +290,7 @@ def create(kind: str, name: str, /, **options: Any) -> Any:
             signature.bind(*args, **options)
         except TypeError as exc:
             raise _option_error(what, options, exc, signature, len(args)) from None
+        options = O.typed_options(name, signature, options)  # -B pretrained=maybe is no truthy string
     try:
         obj = r.factory(*args, **options)
     except CnnbenchError:

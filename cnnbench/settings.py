@@ -20,6 +20,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 POOLINGS = ("avg", "max")  # how spatial maps become vectors
 RUNTIMES = ("auto", "eager", "compile", "onnx")
 ENGINES = ("local", "ray")
+# Upper bounds, so that one mistyped value cannot ask for unbounded work or memory:
+# spatial search makes sum(l² for l = 1..h) ≈ h³/3 views of every image: the paper's 4 levels are 30 views;
+# 8 levels are 204 (7x the work), whose smallest patches are an eighth of the image side, already
+# finer than the objects retrieval looks for; 3000 levels would be 9·10⁹ views per image.
+MAX_SPATIAL_LEVELS = 8
+MAX_BATCH_SIZE = 16384  # model inputs per batch: 2.3 GiB of uint8 pixels at 224², more as float
+MAX_THREADS = 1024  # decode threads, intra-op threads: each decode thread holds a batch in flight
+MAX_RAY_WORKERS = 4096  # model actors on a Ray cluster
+MIN_SHARE = 0.01  # the least CPU or GPU share a Ray model actor may reserve (besides 0)
 _FLAGS = {"layers": "--layer", "spatial_levels": "--levels", "exif_orientation": "--[no-]exif-orientation",
           "fast_decode": "--[no-]fast-decode"}
 
@@ -60,8 +69,9 @@ class ExtractSettings:
 
     def __post_init__(self) -> None:
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise in place once
-        put("batch_size", O.as_int(_name("batch_size"), self.batch_size, min=1))
-        put("workers", O.as_int(_name("workers"), 0 if self.workers is None else self.workers, min=0))
+        put("batch_size", O.as_int(_name("batch_size"), self.batch_size, min=1, max=MAX_BATCH_SIZE))
+        put("workers", O.as_int(_name("workers"), 0 if self.workers is None else self.workers, min=0,
+                                max=MAX_THREADS))
         if not isinstance(self.device, str) or not self.device:
             raise UserError(f"{_name('device')}: {self.device!r} is not allowed; expected auto, cpu, cuda or cuda:N")
         O.one_of(_name("pooling"), self.pooling, POOLINGS)
@@ -82,11 +92,13 @@ class ExtractSettings:
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
             raise UserError(f"{_name('ray_address')}: {self.ray_address!r} is not allowed; expected auto, "
                             "host:port or ray://host:port (or leave it out for a Ray instance on this machine)")
-        put("num_workers", O.as_int(_name("num_workers"), 0 if self.num_workers is None else self.num_workers, min=0))
-        put("cpus_per_worker", O.as_float(_name("cpus_per_worker"), self.cpus_per_worker, min=0))
-        put("gpus_per_worker", O.as_float(_name("gpus_per_worker"), self.gpus_per_worker, min=0))
+        put("num_workers", O.as_int(_name("num_workers"), 0 if self.num_workers is None else self.num_workers, min=0,
+                                    max=MAX_RAY_WORKERS))
+        put("cpus_per_worker", _share("cpus_per_worker", self.cpus_per_worker))
+        put("gpus_per_worker", _share("gpus_per_worker", self.gpus_per_worker))
         put("threads_per_worker", O.as_int(_name("threads_per_worker"),
-                                           0 if self.threads_per_worker is None else self.threads_per_worker, min=0))
+                                           0 if self.threads_per_worker is None else self.threads_per_worker, min=0,
+                                           max=MAX_THREADS))
         if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
             raise UserError(f"{_name('cpus_per_worker')}: 0 CPUs and 0 GPUs per worker would let Ray start "
                             "actors without limit; give --cpus-per-worker > 0 or --gpus-per-worker > 0")
@@ -164,10 +176,21 @@ def _list(value: Any, key: str) -> list:
     return list(value)
 
 
+def _share(key: str, value: Any) -> float:
+    """What one Ray actor reserves: 0, or at least MIN_SHARE (a share of 10⁻⁹ would start 10⁹ actors)."""
+    share = O.as_float(_name(key), value, min=0, max=1024)
+    if 0 < share < MIN_SHARE:
+        raise UserError(f"{_name(key)}: {share:g} is not allowed; expected 0 or at least {MIN_SHARE:g} (at most "
+                        f"{1 / MIN_SHARE:.0f} workers share one {key[:3].upper()}), e.g. 0.5")
+    return share
+
+
 def _levels(value: Any) -> Any:
+    fix = "spatial search makes sum(l² for l = 1..levels) views of every image (the paper: 4, i.e. 30 views)"
     if isinstance(value, Mapping):
-        return {str(k): O.as_int(f"{_name('spatial_levels')}.{k}", v, min=1) for k, v in value.items()}
-    return O.as_int(_name("spatial_levels"), value, min=1)
+        return {str(k): O.as_int(f"{_name('spatial_levels')}.{k}", v, min=1, max=MAX_SPATIAL_LEVELS, fix=fix)
+                for k, v in value.items()}
+    return O.as_int(_name("spatial_levels"), value, min=1, max=MAX_SPATIAL_LEVELS, fix=fix)
 
 
 def resolve_device(device: str | None):

@@ -161,6 +161,95 @@ def test_the_target_folder_itself_may_be_a_link_to_another_disk(tmp_path):
     assert (tmp_path / "big" / "jpg" / "a.jpg").read_bytes() == b"A"
 
 
+# -- merging into a folder that holds data, names that clash -------------------------------------------
+
+
+def _user_images(dest: Path) -> dict[str, bytes]:
+    """A data set's folder as the user left it: jpg/ holding two images they put there."""
+    (dest / "jpg").mkdir(parents=True)
+    (dest / "jpg" / "a.jpg").write_bytes(b"A")
+    (dest / "jpg" / "b.jpg").write_bytes(b"B")
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+
+def _contents(dest: Path) -> dict[str, bytes]:
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("entry", [("jpg", b"not a folder"), tar_link("jpg", "gt")], ids=["file", "link"])
+def test_an_archive_file_named_like_a_folder_of_the_data_set_never_deletes_that_folder(tmp_path, entry):
+    dest = tmp_path / "data" / "set"
+    before = _user_images(dest)
+    archive = write_tar(tmp_path / "a.tgz", [("gt/q.txt", b"q"), entry])
+    with pytest.raises(DownloadError) as err:
+        extract_archive(archive, dest)
+    msg = str(err.value)
+    assert "a.tgz" in msg and "'jpg'" in msg and str(dest / "jpg") in msg and "move or rename the folder" in msg
+    assert "\n" not in msg
+    assert _contents(dest) == before and not (dest / "gt").exists(), "nothing of the user's touched, nothing moved"
+    assert not [p for p in dest.parent.iterdir() if ".extract-" in p.name], "the temporary folder is removed"
+
+
+def test_an_archive_folder_where_the_data_set_has_a_file_is_refused_and_the_file_kept(tmp_path):
+    dest = tmp_path / "data" / "set"
+    dest.mkdir(parents=True)
+    (dest / "jpg").write_bytes(b"user notes")
+    archive = write_tar(tmp_path / "a.tgz", [("gt/q.txt", b"q"), ("jpg/a.jpg", b"A")])
+    with pytest.raises(DownloadError) as err:
+        extract_archive(archive, dest)
+    msg = str(err.value)
+    assert "a.tgz" in msg and str(dest / "jpg") in msg and "'jpg'" in msg and "move the file away" in msg
+    assert _contents(dest) == {"jpg": b"user notes"}
+    assert not [p for p in dest.parent.iterdir() if ".extract-" in p.name]
+
+
+def test_merging_replaces_files_by_files_and_keeps_what_the_archive_does_not_hold(tmp_path):
+    dest = tmp_path / "data" / "set"
+    _user_images(dest)
+    (dest / "labels.txt").write_bytes(b"old")
+    extract_archive(write_tar(tmp_path / "a.tgz", [("jpg/c.jpg", b"C"), ("labels.txt", b"new")]), dest)
+    assert _contents(dest) == {"jpg/a.jpg": b"A", "jpg/b.jpg": b"B", "jpg/c.jpg": b"C", "labels.txt": b"new"}
+
+
+def _zip(path: Path, names: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for n in names:
+            zf.writestr(zipfile.ZipInfo(n), b"x")
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize("kind, names, refused, why", [
+    ("tgz", ["jpg/a.jpg", "jpg/a.jpg"], "jpg/a.jpg", "stores this path twice"),
+    ("zip", ["jpg/a.jpg", "jpg/a.jpg"], "jpg/a.jpg", "stores this path twice"),
+    ("tgz", ["x", "x/y"], "x/y", "lies under 'x', which the archive stores as a file"),
+    ("zip", ["x", "x/y"], "x/y", "lies under 'x', which the archive stores as a file"),
+    ("tgz", ["x/y", "x"], "x", "both as a file and as a folder"),
+    ("tgz", ["."], ".", "names no file"),
+    ("zip", ["."], ".", "names no file"),
+    ("zip", ["C:\\x"], "C:\\x", "absolute path"),
+    ("zip", ["..\\..\\x"], "..\\..\\x", "'..' path component"),
+], ids=["tar-twice", "zip-twice", "tar-under-file", "zip-under-file", "tar-file-and-folder", "tar-dot", "zip-dot",
+        "zip-windows-drive", "zip-backslash-up"])
+def test_an_entry_that_does_not_name_one_thing_inside_the_archive_is_refused_by_name(tmp_path, kind, names, refused,
+                                                                                    why):
+    archive = (write_tar(tmp_path / "a.tgz", [(n, b"x") for n in names]) if kind == "tgz"
+               else _zip(tmp_path / "a.zip", names))
+    with pytest.raises(DownloadError) as err:
+        extract_archive(archive, tmp_path / "data" / "set")
+    assert f"refused entry {refused!r}" in str(err.value) and why in str(err.value) and "\n" not in str(err.value)
+    _no_leftovers(tmp_path / "data", tmp_path / "data" / "set")
+
+
+def test_backslashes_in_a_zip_are_folders_and_a_dot_folder_is_the_target(tmp_path):
+    dot = tarfile.TarInfo(".")
+    dot.type = tarfile.DIRTYPE
+    dest = extract_archive(write_tar(tmp_path / "a.tgz", [dot, ("./jpg/a.jpg", b"A")]), tmp_path / "set")
+    assert _contents(dest) == {"jpg/a.jpg": b"A"}
+    dest = extract_archive(_zip(tmp_path / "b.zip", ["jpg\\b.jpg"]), tmp_path / "set")
+    assert _contents(dest) == {"jpg/a.jpg": b"A", "jpg/b.jpg": b"x"}
+
+
 # -- limits ------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel
 from cnnbench.outcomes import Outcomes
 from cnnbench.retrieval import signed_power
 
+log = logging.getLogger("cnnbench.heads")
 MULTILABEL_METRICS = ("mAP", "mean_auc")
 MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
 
@@ -56,6 +58,17 @@ def count_outputs(head: str, task: str, train, y_train: np.ndarray, y_test: np.n
     return max(len(train.classes), *top)
 
 
+# The range of C for the linear probes. Both batched solvers work in float32 products: at C = 10⁶ the
+# loss terms of the SVM's Newton steps already outweigh the identity by 10⁶ (float32 keeps 7 digits),
+# past 3.4·10³⁸ they overflow (C = 1e308 turned every weight into NaN after 100 Newton steps of work),
+# and a huge C reads as "converged" at the first step, since the stopping rule scales with C. Every
+# published value (0.2, 2) and the default grids (0.01 .. 10⁴) lie two decades inside.
+C_MIN, C_MAX = 1e-6, 1e6
+MAX_ITER = 100_000  # solver iterations per fit (svm and logreg max_iter): 10x and 100x their defaults
+MAX_CHUNK = 16384  # rows compared at once (knn's chunk_size, l2's query_batch): a chunk x database
+# matrix of float32; 16384 rows against the 1M images of R1M are already 64 GiB
+
+
 def c_options(head: str, C_grid, C, cv_folds, seed, tune_on, *, default_grid: str, C_fix: str) -> tuple:
     """How the linear probes (svm, logreg) get C, checked: ``(C_grid, C, cv_folds, seed, tune_on)``.
     ``tune_on``: auto = the data set's validation split where it has one (Flowers-102's ``val``), else
@@ -63,9 +76,9 @@ def c_options(head: str, C_grid, C, cv_folds, seed, tune_on, *, default_grid: st
     if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
         raise UserError(f"{head}: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose "
                         f"C from by cross-validation (default {default_grid}); or set a fixed C")
-    C_grid = O.float_list(f"{head}: C_grid", C_grid, min=0, min_exclusive=True, min_len=0 if C is not None else 1)
+    C_grid = O.float_list(f"{head}: C_grid", C_grid, min=C_MIN, max=C_MAX, min_len=0 if C is not None else 1)
     if C is not None:
-        C = O.as_float(f"{head}: C", C, min=0, min_exclusive=True, fix=C_fix)
+        C = O.as_float(f"{head}: C", C, min=C_MIN, max=C_MAX, fix=C_fix)
     cv_folds = O.as_int(f"{head}: cv_folds", cv_folds, min=2,
                         fix="cross-validation splits the training images into that many folds; "
                             "or set a fixed C to skip it")
@@ -142,10 +155,19 @@ class ClassifierHead(Head):
 
         if validation is not None and getattr(self, "tune_on", "auto") == "auto":
             return [(np.flatnonzero(~validation), np.flatnonzero(validation))]
+        if self.cv_folds > len(y):
+            raise UserError(f"{self.name}: cv_folds: {self.cv_folds} is not allowed with these {len(y)} training "
+                            f"images; expected at most {len(y)} (each fold holds images; the default is 3), or set a "
+                            f"fixed C (e.g. -H C={self.example_C:g}) to skip cross-validation")
         if task == "multiclass":
             present, counts = np.unique(y, return_counts=True)
             smallest = int(counts.argmin())
             folds = min(self.cv_folds, int(counts[smallest]))
+            warned = self.__dict__.setdefault("_folds_warned", set())
+            if 2 <= folds < self.cv_folds and folds not in warned:  # once per size, not once per few-shot draw
+                warned.add(folds)
+                log.warning("%s: cv_folds: %d lowered to %d, the training images of the smallest class", self.name,
+                            self.cv_folds, folds)
             if folds < 2:
                 cls = int(present[smallest])
                 name = repr(classes[cls]) if classes is not None and 0 <= cls < len(classes) else f"#{cls}"
@@ -154,7 +176,4 @@ class ClassifierHead(Head):
                                 f"training images to that class, or set a fixed C (e.g. -H C={self.example_C:g}) to "
                                 "skip cross-validation")
             return list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
-        if len(y) < self.cv_folds:
-            raise UserError(f"{self.name}: {self.cv_folds}-fold cross-validation needs at least {self.cv_folds} "
-                            f"training images, the training split has {len(y)}; lower cv_folds or set a fixed C")
         return list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(np.zeros(len(y))))

@@ -38,6 +38,7 @@ from cnnbench.head import FeatureSet, l2_normalize
 from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
+    MAX_CHUNK,
     ClassifierHead,
     check_device,
     classifier_outcomes,
@@ -46,6 +47,7 @@ from ._common import (
 )
 
 log = logging.getLogger("cnnbench.heads.knn")
+MAX_KS = 32  # neighbourhood sizes in one run: each keeps a (test images x classes) score matrix and its metrics
 
 
 @hookimpl
@@ -68,9 +70,12 @@ class KNNHead(ClassifierHead):
         refuse_unknown("knn", unknown, KNNHead.__init__)
         ks = O.int_list("knn: k", k, min=1)
         ks = list(dict.fromkeys(ks))  # a repeated k adds nothing
+        if len(ks) > MAX_KS:
+            raise UserError(f"knn: k: {len(ks)} values are not allowed; expected at most {MAX_KS} neighbourhood sizes, "
+                            "e.g. [10, 20, 100, 200]")
         T = O.as_float("knn: T", T, min=0, min_exclusive=True,
                        fix="the temperature of the vote weights exp(similarity / T) (DINO: 0.07)")
-        chunk_size = O.as_int("knn: chunk_size", chunk_size, min=1,
+        chunk_size = O.as_int("knn: chunk_size", chunk_size, min=1, max=MAX_CHUNK,
                               fix="the number of test images searched at once (default 256); lower it to save memory")
         ap = O.one_of("knn: ap", ap, ("voc07", "exact"))
         device = check_device("knn: device", device, used=True)

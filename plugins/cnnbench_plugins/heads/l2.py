@@ -138,9 +138,10 @@ from cnnbench.retrieval import (
     spatial_view_levels,
 )
 
-from ._common import refuse_unknown
+from ._common import MAX_CHUNK, refuse_unknown
 
 log = logging.getLogger("cnnbench.heads.l2")
+MAX_CANDIDATES = 100_000  # FAISS results per query (rerank, candidates): queries x candidates ids and scores
 
 AUTO_PCA_DIM = 500  # pca_dim: auto on retrieval data sets (the paper's)
 MIN_FIT_PER_DIM = 2  # fewer fitting descriptors per PCA dimension: a small set (see the module docstring)
@@ -174,7 +175,7 @@ class L2RetrievalHead(Head):
                  levels: list[int] | tuple[int, int] | None = None, multi_vector: str = "min_mean",
                  exclude_self: bool | None = None, **unknown):
         refuse_unknown("l2", unknown, L2RetrievalHead.__init__)
-        query_batch = O.as_int("l2: query_batch", query_batch, min=1,
+        query_batch = O.as_int("l2: query_batch", query_batch, min=1, max=MAX_CHUNK,
                                fix="the number of queries ranked at once (default 1024); lower it to save memory")
         if pca_dim not in ("auto", None):
             pca_dim = O.as_int("l2: pca_dim", pca_dim, min=1,
@@ -203,9 +204,9 @@ class L2RetrievalHead(Head):
             raise UserError(f"{self._factory_option}: {index_factory!r} is not allowed; expected a FAISS index factory "
                             "string such as 'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
         nprobe = O.as_int("l2: nprobe", nprobe, min=1, fix="the IVF lists visited per query (default 32)")
-        rerank = O.as_int("l2: rerank", rerank, min=1,
+        rerank = O.as_int("l2: rerank", rerank, min=1, max=MAX_CANDIDATES,
                           fix="the candidates per query re-scored exactly with index: faiss (default 1000)")
-        candidates = O.as_int("l2: candidates", candidates, min=1,
+        candidates = O.as_int("l2: candidates", candidates, min=1, max=MAX_CANDIDATES,
                               fix="the patches retrieved per query patch in spatial search with index: faiss (default 500)")
         if train_size is not None:
             train_size = O.as_int("l2: train_size", train_size, min=1,
@@ -215,7 +216,7 @@ class L2RetrievalHead(Head):
             if len(O.as_list("l2: levels", levels, allow_scalar=False)) != 2:
                 raise UserError(f"l2: levels: {levels!r} is not allowed; expected [h_database, h_queries], two "
                                 "pyramid depths >= 1 (paper: [4, 3]), or null for the levels each side was extracted with")
-            levels = O.int_list("l2: levels", levels, min=1, min_len=2)
+            levels = O.int_list("l2: levels", levels, min=1, min_len=2)  # at most the stored ones (_views)
         multi_vector = O.one_of("l2: multi_vector", multi_vector, ("min_mean", "mean"))
         if exclude_self is not None:
             exclude_self = O.as_bool("l2: exclude_self", exclude_self)

@@ -58,6 +58,7 @@ from cnnbench.head import FeatureSet
 from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
+    MAX_ITER,
     ClassifierHead,
     c_options,
     check_device,
@@ -96,7 +97,7 @@ class LogisticRegressionHead(ClassifierHead):
             "logreg", C_grid, C, cv_folds, seed, tune_on, default_grid="[0.1, 1, 10, 100, 1000, 10000]",
             C_fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset (null) to choose "
                   "it from C_grid by cross-validation")
-        max_iter = O.as_int("logreg: max_iter", max_iter, min=1, fix="the most L-BFGS iterations per fit")
+        max_iter = O.as_int("logreg: max_iter", max_iter, min=1, max=MAX_ITER, fix="the most L-BFGS iterations per fit")
         tol = O.as_float("logreg: tol", tol, min=0, min_exclusive=True,
                          fix="a fit stops when no gradient entry of the mean loss exceeds tol (scikit-learn's rule; "
                              "default 1e-6)")

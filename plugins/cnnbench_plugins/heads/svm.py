@@ -38,6 +38,7 @@ Protocol (Razavian et al. 2014, as cnnbench reads it):
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -49,6 +50,7 @@ from cnnbench.head import FeatureSet
 from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
+    MAX_ITER,
     ClassifierHead,
     c_options,
     check_device,
@@ -57,6 +59,9 @@ from ._common import (
     count_outputs,
     refuse_unknown,
 )
+
+
+log = logging.getLogger("cnnbench.heads.svm")
 
 
 @hookimpl
@@ -81,7 +86,8 @@ class LinearSVMHead(ClassifierHead):
                   "C_grid by cross-validation")
         loss = O.one_of("svm: loss", loss, ("squared_hinge", "hinge"))
         class_weight = O.one_of("svm: class_weight", class_weight, (None, "balanced"))
-        max_iter = O.as_int("svm: max_iter", max_iter, min=1)
+        max_iter = O.as_int("svm: max_iter", max_iter, min=1, max=MAX_ITER,
+                            fix="the most liblinear iterations per fit (default 10000)")
         solver = O.one_of("svm: solver", solver, ("auto", "batched", "liblinear"))
         multiclass = O.one_of("svm: multiclass", multiclass, ("ovr", "ovo"))
         power = O.as_float("svm: power", power, min=0, min_exclusive=True,
@@ -159,6 +165,12 @@ class LinearSVMHead(ClassifierHead):
         return out
 
 
+def _not_converged(C: float, how: str) -> None:
+    """A fit that ran out of iterations is reported (its numbers are those of an unfinished fit), not hidden."""
+    log.warning("svm: C=%g: %s before reaching its tolerance; the scores at this C are those of an unfinished fit "
+                "(a C in the usual range, 0.01 to 100, converges)", C, how)
+
+
 def _flatten(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, V, D) features and (N, ...) labels → one training row per view."""
     n, v, d = X.shape
@@ -182,6 +194,8 @@ class _BatchedModel:
     def fit(self, C: float) -> None:
         self.svm.fit(self.X, self.y, C, n_classes=self.n_outputs, warm_start=self.W, gram=self.gram)
         self.W = self.svm.W
+        if not self.svm.converged:
+            _not_converged(C, f"the batched solver stopped after {self.svm.n_iter} Newton steps")
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         n, v, d = X.shape
@@ -208,8 +222,8 @@ class _LiblinearModel:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.multiclass import OneVsOneClassifier
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             if self.y.ndim == 2:  # multi-label: one binary SVM per column on its labelled rows
                 self.models = []
                 for k in range(self.y.shape[1]):
@@ -220,6 +234,8 @@ class _LiblinearModel:
                 self.models = OneVsOneClassifier(self._svc(C)).fit(self.X, self.y)
             else:
                 self.models = self._svc(C).fit(self.X, self.y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            _not_converged(C, f"liblinear stopped after max_iter={self.head.max_iter} iterations")
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         n, v, d = X.shape
