@@ -54,14 +54,13 @@ def squares(width: int, height: int, levels: int) -> list[tuple[float, float, fl
 def extract(backbone, images: list[Path], boxes_of, batch: int = 32) -> np.ndarray:
     """Features (N, P, D): P boxes per image given by ``boxes_of(image, index)``."""
     import torch
-    from PIL import Image
 
-    from cnnbench.images import normalize, preprocess
+    from cnnbench.images import load_image, normalize, preprocess
 
     pp = backbone.preprocess
     crops, owners = [], []
     for i, path in enumerate(images):
-        img = Image.open(path).convert("RGB")
+        img = load_image(path)  # the engine's opener: its format allow-list and EXIF turn
         for box in boxes_of(img, i):
             crops.append(preprocess(img, pp, box))
             owners.append(i)
