@@ -331,23 +331,30 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
     HEAD.run.json beside it (trials, options and the provenance of every number) and HEAD.outcomes.json
     (what the head kept of each test image: for intervals, paired tests and `cnnbench show`)."""
     from .evaluate import evaluate, write_results
+    from .jsonio import writable_dir
     from .outcomes import path_for as outcomes_path
 
     d_opts, h_opts = P.parse_assignments(dataset_opts, "-D"), P.parse_assignments(head_opts, "-H")
     ds = ctx.dataset(dataset, data_root, d_opts)
     built = [(name, ctx.head(name, h_opts)) for name in heads or ctx.params["heads"]]  # bad options: fail now
+    out_root = Path(out_dir or ctx.params["metrics_dir"])
+    writable_dir(out_root / backbone / dataset)  # before any work is spent on what goes there
     feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset)
     missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
+    bb = None
     if missing and extract_missing:
         click.echo(f"features missing for {missing}; extracting first")
-        _extract(ctx, backbone, dataset, ctx.extract_settings(), out=feat_dir, splits=missing, weights=weights,
-                 data_root=data_root, dataset_opts=d_opts)
-    out_root = Path(out_dir or ctx.params["metrics_dir"])
+        bb, _ = _extract(ctx, backbone, dataset, ctx.extract_settings(), out=feat_dir, splits=missing, weights=weights,
+                         data_root=data_root, dataset_opts=d_opts)
+    # what the features must hold, where it is known: the weights given, the images the data set lists
+    expected = {"weights_sha256": (bb or ctx.backbone(backbone, weights)).weights_digest()} if weights else {}
+    check_ids = ds.present()
     for head_name, head in built:
         if ds.task not in head.tasks:
             click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
             continue
-        record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone)
+        record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone, expected=expected,
+                          check_ids=check_ids)
         metrics_path, run_path = write_results(record, out_root / backbone / dataset / f"{head_name}.json")
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
         click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {metrics_path} "
@@ -373,8 +380,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 @click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
 @click.option("--level", type=float, help="Coverage of the intervals; differences are significant at p < 1 - level "
                                           "(default: params compare.level, 0.95).")
-@click.option("--bootstrap", type=int, help="Bootstrap resamples per interval and paired test "
-                                             "(default: params compare.bootstrap, 1000).")
+@click.option("--bootstrap", type=int, help=f"Bootstrap resamples per interval and paired test, at most "
+              f"{P.MAX_BOOTSTRAP:,} (default: params compare.bootstrap, 1000).")
 @pass_ctx
 def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper,
                 level, bootstrap) -> None:
@@ -390,6 +397,7 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
         render_terminal,
         write_reports,
     )
+    from .jsonio import writable_dir
     from .params import compare_statistics
 
     settings = ctx.params.get("compare") or {}
@@ -398,17 +406,19 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     given = {k: v for k, v in {"level": level, "bootstrap": bootstrap}.items() if v is not None}
     level, n_boot, seed = compare_statistics("compare", {**settings, **given})  # bad options first
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
+    reports = Path(ctx.params["reports_dir"])
+    markdown = markdown or reports / "compare.md"
+    csv_path = csv_path or reports / "compare.csv"
+    long_csv = long_csv or reports / "compare_long.csv"
+    png = png or reports / "compare.png"
+    for folder in sorted({reports, *(Path(p).parent for p in (markdown, csv_path, long_csv, png))}):
+        writable_dir(folder)  # every report is written, or none: checked before the table is built
     records = load_records(metrics_dir)
     if not records:
         raise CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first")
     table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
                         baseline=None if baseline.lower() == "none" else baseline, level=level, bootstrap=n_boot,
                         seed=seed)
-    reports = Path(ctx.params["reports_dir"])
-    markdown = markdown or reports / "compare.md"
-    csv_path = csv_path or reports / "compare.csv"
-    long_csv = long_csv or reports / "compare_long.csv"
-    png = png or reports / "compare.png"
     render_terminal(table)
     write_reports(table, markdown, csv_path, png=png, long_csv=long_csv)
     click.echo(f"wrote {markdown}, {csv_path}, {long_csv} and {png}")
@@ -460,4 +470,7 @@ def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, features_dir, 
 
 
 def run() -> None:  # console-script entry point
+    from .lifetime import keep_work_when_stopped
+
+    keep_work_when_stopped()  # SIGTERM, or the parent's death, stops a run as Ctrl-C does
     main(standalone_mode=True)

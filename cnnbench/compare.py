@@ -21,7 +21,9 @@ backbones evaluated on several stored layers give a per-layer plot (which layer 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import logging
 import os
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from . import paper, stats
 from .errors import CnnbenchError
-from .jsonio import atomic_write_text
+from .jsonio import ResultError, WriteError, atomic_write_text, writable_dir
 
 log = logging.getLogger("cnnbench.compare")
 
@@ -100,21 +102,26 @@ class Table:
 
 def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     """Every result under ``metrics_dir``: each metrics file joined with its run record (see
-    :mod:`cnnbench.evaluate`), or a single-file record of an older cnnbench. Other JSON is ignored;
-    a metrics file whose run record is missing is skipped with a warning."""
+    :mod:`cnnbench.evaluate`), or a single-file record of an older cnnbench. A result whose files are
+    damaged or do not belong together is refused (:class:`~cnnbench.jsonio.ResultError`, one line
+    naming them); other JSON is ignored, with a warning when it cannot be read. A file reached twice
+    (through a link) is read once."""
     from .evaluate import RUN_SUFFIX, read_results
     from .outcomes import SUFFIX as OUTCOMES_SUFFIX
 
-    records = []
+    records, seen = [], set()
     for path in sorted(Path(metrics_dir).rglob("*.json")):
-        if path.name.endswith((RUN_SUFFIX, OUTCOMES_SUFFIX)):
+        if path.name.endswith((RUN_SUFFIX, OUTCOMES_SUFFIX)) or path.resolve() in seen:
             continue
+        seen.add(path.resolve())
         try:
             rec = read_results(path)
-        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        except ResultError:
+            raise
+        except (OSError, ValueError) as exc:  # JSON no result claims: anybody's
             log.warning("ignoring %s: %s", path, exc)
             continue
-        if rec is not None and {"backbone", "dataset", "head", "metrics"} <= rec.keys():
+        if rec is not None:
             rec["_path"] = str(path)
             records.append(rec)
     return records
@@ -140,6 +147,7 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
     the paper's default row is silently dropped when the table has no paper row. ``intervals``:
     draw intervals and paired tests (:mod:`cnnbench.stats`) at ``level`` with ``bootstrap``
     resamples seeded by ``seed``."""
+    stats.check_resamples(bootstrap)
     layers: dict[str, set[str]] = {}
     for rec in records:
         layers.setdefault(rec["backbone"], set()).add(rec.get("layer") or "")
@@ -153,7 +161,7 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
         if all_metrics:
             names = [k for k in metrics if k != "C"]
         else:
-            primary = rec.get("primary_metric") or next(iter(metrics))
+            primary = rec.get("primary_metric") or next(iter(metrics), None)
             names = [primary, *SHOWN_WITH.get(primary, ())]
         row = _row_name(rec, multi_layer)
         if row not in rows:
@@ -164,6 +172,10 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
             col = (dataset_label(rec), rec["head"], m)
             if col not in columns:
                 columns.append(col)
+            if (row, col) in kept:
+                raise ResultError(f"{kept[(row, col)][0].get('_path')} and {rec.get('_path')} are both results of "
+                                  f"{row} on {col[0]} with {col[1]}: a table has one cell for them; compare each "
+                                  "on its own (--metrics), or remove the one that is not wanted")
             table.values[(row, col)] = 100.0 * float(metrics[m])
             if rec.get("std", {}).get(m):
                 table.spread[(row, col)] = 100.0 * float(rec["std"][m])
@@ -310,19 +322,15 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
 
 
 def _outcomes(rec: dict, cache: dict) -> list | None:
-    """The per-image outcomes beside a record's metrics file (None: none kept, or unreadable)."""
-    from . import outcomes
+    """The per-image outcomes beside a record's metrics file (None: none kept), read once; a damaged
+    file is refused (:func:`cnnbench.evaluate.read_outcomes`), never taken for "no intervals"."""
+    from .evaluate import read_outcomes
 
     path = rec.get("_path")
     if path is None:
         return None
     if path not in cache:
-        side = outcomes.path_for(path)
-        try:
-            cache[path] = (outcomes.read(side) or None) if side.exists() else None
-        except ValueError as exc:
-            log.warning("no intervals from %s: %s", side, exc)
-            cache[path] = None
+        cache[path] = read_outcomes(path, rec) or None
     return cache[path]
 
 
@@ -411,7 +419,7 @@ def fewshot_curves(records: list[dict], level: float = stats.LEVEL) -> dict[tupl
     curves: dict[tuple[str, str], dict[str, Curve]] = {}
     for rec in records:
         metrics = rec["metrics"]
-        primary = rec.get("primary_metric") or next(iter(metrics))
+        primary = rec.get("primary_metric") or next(iter(metrics), None)
         draws = (rec.get("fewshot") or {}).get("draws", [])
         points = []
         for name, value in metrics.items():
@@ -497,7 +505,7 @@ def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, li
         layer = rec.get("layer")
         if not layer:
             continue
-        primary = rec.get("primary_metric") or next(iter(rec["metrics"]))
+        primary = rec.get("primary_metric") or next(iter(rec["metrics"]), None)
         if primary in rec["metrics"]:
             per.setdefault((dataset_label(rec), rec["head"], primary), {}).setdefault(rec["backbone"], {})[layer] = (
                 100.0 * float(rec["metrics"][primary]))
@@ -535,8 +543,16 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        writable_dir(Path(path).parent, create=True)
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, WriteError) or exc.errno == errno.ENOSPC:
+            raise
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
+    finally:
+        plt.close(fig)

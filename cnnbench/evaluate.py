@@ -3,7 +3,7 @@
 Needs nothing but the feature files: labels and ids come from them, and the data set's
 :meth:`~cnnbench.dataset.Dataset.trials` only re-partitions stored rows.
 
-:func:`write_results` writes two files per (backbone, data set, head):
+:func:`write_results` writes three files per (backbone, data set, head), one unit:
 
 ``<head>.json``, the **metrics**: one flat object of numbers, each the mean over the protocol's
 trials, plus ``<name>_std`` (their standard deviation) when there are several trials::
@@ -31,8 +31,13 @@ head parameters, data-set options, skipped images, and ``provenance``: package v
 distribution and version of the plugin behind the backbone, the data set and the head, and per
 feature file its runtime and the SHA-256 of its extraction signature. Sorted keys and no
 timestamps: the same run writes the same bytes, so DVC sees no change where there is none.
+Written last, it holds the size and SHA-256 of the other two and of its own fields (``unit``): it
+commits the unit, so files of two evaluations (a run killed between two writes, a file copied in)
+are never read as one, and an edited record is seen as edited.
 
-:func:`read_results` reads the pair back (and the single-file records of older versions).
+:func:`read_results` reads a unit back, checked (and the single-file records of cnnbench 0.1);
+:func:`read_outcomes` its outcomes. Feature files are checked against what was asked for before
+anything is fitted (:func:`check_features`): a file of another data set, split or backbone is one line.
 """
 
 from __future__ import annotations
@@ -49,12 +54,15 @@ import numpy as np
 from . import __version__
 from . import outcomes as OUTCOMES
 from .dataset import Dataset
-from .errors import CnnbenchError
+from .errors import CnnbenchError, UserError
 from .head import FeatureSet, Head
-from .jsonio import beside, write_json
+from .jsonio import (ResultError, atomic_write_text, beside, describe, dumps, file_fingerprint, fingerprint, parse,
+                     read_bytes, write_json)
 
 RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.run.json beside it
 STD_SUFFIX = "_std"
+UNIT = "unit"  # the run record's key for the size and SHA-256 of the metrics and outcomes files written with it
+MAX_RECORD_BYTES = 64 << 20  # metrics files and run records: cnnbench writes kilobytes (few-shot draws: a few MB)
 # distributions whose version can change the numbers; alternatives name the same package
 VERSIONED = {"torch": ("torch",), "timm": ("timm",), "open_clip_torch": ("open_clip_torch",),
              "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "numpy": ("numpy",),
@@ -86,18 +94,34 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
 
 
 def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head_name: str,
-             layer: str | None = None, *, backbone: str | None = None) -> dict:
+             layer: str | None = None, *, backbone: str | None = None, expected: dict | None = None,
+             check_ids: bool = False) -> dict:
     """Run every trial of the data set's protocol. Returns the run record plus ``metrics`` and
     ``std`` (means and spreads over trials, breakdowns included), the shape :func:`read_results`
-    gives back; :func:`write_results` splits it into the two files. ``backbone``: the name the
-    user asked for (default: the feature files' ``backbone``), used to find its plugin."""
+    gives back; :func:`write_results` splits it into the files. ``backbone``: the name the user
+    asked for (default: the feature files' ``backbone``), used to find its plugin.
+
+    Every feature file is checked first (:func:`check_features`): it is of this data set, this split
+    and ``backbone``, of the same backbone, weights and settings as the other splits, and holds the
+    ``expected`` attributes (the caller's knowledge, e.g. the weights' digest); with ``check_ids`` its
+    images (stored and skipped) are the ones the data set lists now (other data-set options, an image
+    added since: other images)."""
     from . import store  # here, not at the top: compare reads results without h5py
 
     features_dir = Path(features_dir)
     infos = {split: store.open_info(features_dir / f"{split}.h5") for split in dataset.splits}
-    sets = {split: store.read(info.path, layer) for split, info in infos.items()}
     info = infos[dataset.splits[0]]
     backbone = backbone or info.attrs.get("backbone")
+    fix = (f"extract them again (`cnnbench extract -b {backbone} -d {dataset.name} --overwrite`) or point --features "
+           f"at the folder that holds them")
+    for split, i in infos.items():
+        check_features(i, {"dataset": dataset.name, "split": split, "backbone": backbone, **(expected or {})},
+                       "evaluate asked for", fix)
+        check_features(i, {k: info.attrs.get(k) for k in SHARED}, f"{info.path.name} holds", fix)
+    sets = {split: store.read(info.path, layer) for split, info in infos.items()}
+    if check_ids:
+        for split, i in infos.items():
+            _check_ids(i, sets[split].ids, [item.id for item in dataset.items(split)], fix)
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
     from .retrieval import open_distractors
 
@@ -150,12 +174,55 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     }
 
 
+# what every split of one evaluation shares: one backbone with one set of weights, one preprocessing and
+# the same extraction settings (view names and box scale may differ: retrieval queries have their own)
+SHARED = ("backbone", "backbone_plugin", "weights_sha256", "preprocess", "pooling", "views", "precision",
+          "fast_decode", "exif_orientation", "max_pixels", "rotation_angles", "dataset_options")
+
+
+def check_features(info, expected: dict, asked: str, fix: str, label: str = "") -> None:
+    """One line when a feature file (:class:`cnnbench.store.StoreInfo`) does not hold what was asked
+    for: the first of its ``expected`` attributes (fields of the extraction signature: backbone,
+    weights_sha256, dataset, split…; None is not checked) it holds otherwise, named with what the
+    file holds and what ``asked`` (``evaluate asked for``, ``the database holds``) wants; then ``fix``."""
+    from .store import _attr
+
+    for field, want in expected.items():
+        if want is None:
+            continue
+        held, want = info.attrs.get(field), _attr(want)
+        if held != want:
+            raise UserError(f"{label}feature file {info.path} holds {field} {_shown(held)}, but {asked} "
+                            f"{_shown(want)}; {fix}")
+
+
+def _shown(value) -> str:
+    if value in (None, ""):
+        return "none"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…'"
+
+
+def _check_ids(info, stored, listed: list[str], fix: str) -> None:
+    """The images of a feature file (rows and skipped ones) are those the data set lists for its split."""
+    from .store import read_skipped
+
+    have = set(map(str, stored)) | {sid for sid, _ in read_skipped(info.path)}
+    want = set(listed)
+    if have != want:
+        missing, extra = sorted(want - have), sorted(have - want)
+        some = "; ".join(f"{len(ids)} {what}, e.g. {ids[0]!r}" for ids, what in
+                         ((missing, "it lacks"), (extra, "the data set no longer lists")) if ids)
+        raise UserError(f"feature file {info.path} holds {len(have)} images, but the data set lists {len(want)} for "
+                        f"{info.attrs.get('split')!r} now ({some}): the features are stale or of other data-set "
+                        f"options (-D); {fix}")
+
+
 def _fewshot(sets: dict[str, FeatureSet], trials, dataset: Dataset, head: Head, spec) -> tuple[dict, dict, dict]:
     """Every trial x every k x every draw (:mod:`cnnbench.fewshot`): k training images per class, the
     trial's test images. Returns the means and spreads over draws (and trials) per ``<metric>@<k>shot``,
     and the run record's ``fewshot`` entry: the options and every draw's scores and drawn-ids hash."""
     from . import fewshot as F
-    from .errors import UserError
 
     draws = []
     for trial in trials:
@@ -230,7 +297,7 @@ def _plugin(kind: str, name: str | None, obj: object = None) -> dict:
     return {"name": name, **{k: origin.get(k) or None for k in ("plugin", "distribution", "version")}}
 
 
-# -- the two files ---------------------------------------------------------------------------------------
+# -- the three files: one unit ---------------------------------------------------------------------------
 
 
 def run_record_path(metrics_path: str | os.PathLike) -> Path:
@@ -260,39 +327,198 @@ def split_record(record: dict) -> tuple[dict[str, float], dict]:
 
 
 def write_results(record: dict, metrics_path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the metrics file at ``metrics_path`` and the run record beside it (:func:`run_record_path`);
-    returns both paths. The run record goes first, so a metrics file never lacks its record."""
+    """Write one result's three files: the outcomes and the metrics first, the run record last,
+    holding the size and SHA-256 of the other two (and of its own fields) under ``unit``. The run record commits the unit: a
+    run killed in between leaves files that are not those its run record was written with, and
+    :func:`read_results` refuses them. Returns the metrics and run-record paths."""
     metrics_path = Path(metrics_path)
     if metrics_path.name.endswith(RUN_SUFFIX):
         raise CnnbenchError(f"{metrics_path}: a metrics file may not end in {RUN_SUFFIX!r}, which names run records; "
                             "rename the head")
     numbers, run = split_record(record)
-    OUTCOMES.write(OUTCOMES.path_for(metrics_path), record.get("outcomes", []), backbone=record.get("backbone"),
-                   dataset=record.get("dataset"), head=record.get("head"))
-    run_path = write_json(run_record_path(metrics_path), run)
-    return write_json(metrics_path, numbers), run_path
+    outcomes_text = OUTCOMES.dumps(record.get("outcomes", []), backbone=record.get("backbone"),
+                                   dataset=record.get("dataset"), head=record.get("head")).encode()
+    metrics_text = dumps(numbers).encode()
+    atomic_write_text(OUTCOMES.path_for(metrics_path), outcomes_text.decode())
+    atomic_write_text(metrics_path, metrics_text.decode())
+    run = json.loads(dumps(run))  # as it reads back: its digest is that of what a reader sees
+    run[UNIT] = {"metrics": fingerprint(metrics_text), "outcomes": fingerprint(outcomes_text), "run": _sealed(run)}
+    return metrics_path, write_json(run_record_path(metrics_path), run)
+
+
+def _sealed(run: dict) -> dict:
+    """The fingerprint of a run record's own fields (``unit`` left out): an edit is seen as one."""
+    return fingerprint(dumps({k: v for k, v in run.items() if k != UNIT}).encode())
 
 
 def read_results(metrics_path: str | os.PathLike) -> dict | None:
-    """The record :func:`evaluate` returned, from a metrics file and its run record (or from a
-    single-file record of an older cnnbench). None: the file is not a metrics file. A metrics file
-    without its run record raises ``ValueError``: its numbers cannot be placed in a table."""
+    """The record :func:`evaluate` returned (its outcomes aside: :func:`read_outcomes`), from a
+    result's three files, or from a single-file record of cnnbench 0.1. None: the file is JSON of
+    something else. Every fault is one :class:`~cnnbench.jsonio.ResultError` line naming the files
+    and the ``cnnbench evaluate`` to rerun (:func:`_read_unit`, :func:`check_record`)."""
     path = Path(metrics_path)
-    if path.name.endswith(RUN_SUFFIX):
-        return None
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("metrics"), dict) and {"backbone", "dataset", "head"} <= data.keys():
-        return data  # one file per result, as cnnbench 0.1 wrote it
-    if not data or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+    if path.name.endswith((RUN_SUFFIX, OUTCOMES.SUFFIX)):
         return None
     run_path = run_record_path(path)
-    if not run_path.exists():
-        raise ValueError(f"no run record {run_path.name} beside it; rerun `cnnbench evaluate` for this result")
-    run = json.loads(run_path.read_text())
-    spreads = {n for n in data if n.endswith(STD_SUFFIX) and n[: -len(STD_SUFFIX)] in data}
-    record = {k: v for k, v in run.items() if k not in ("breakdown", "breakdown_std", "non_finite_metrics")}
-    record["metrics"] = {**{k: v for k, v in data.items() if k not in spreads}, **run.get("breakdown", {})}
-    record["std"] = {**{k[: -len(STD_SUFFIX)]: data[k] for k in spreads}, **run.get("breakdown_std", {})}
+    if not run_path.exists() and not OUTCOMES.path_for(path).exists():
+        return _read_unclaimed(path)
+    numbers, run = _read_unit(path)
+    spreads = {n for n in numbers if n.endswith(STD_SUFFIX) and n[: -len(STD_SUFFIX)] in numbers}
+    record = {k: v for k, v in run.items() if k not in ("breakdown", "breakdown_std", "non_finite_metrics", UNIT)}
+    parts = {}
+    for name in ("breakdown", "breakdown_std"):
+        parts[name] = run.get(name, {})
+        if not isinstance(parts[name], dict):
+            raise ResultError(f"{run_path}: {name!r} is {describe(parts[name])}, not an object of numbers; "
+                              f"{_rerun(path, run)}")
+    record["metrics"] = {**{k: v for k, v in numbers.items() if k not in spreads}, **parts["breakdown"]}
+    record["std"] = {**{k[: -len(STD_SUFFIX)]: numbers[k] for k in spreads}, **parts["breakdown_std"]}
+    return check_record(record, run_path)
+
+
+def _read_unit(path: Path) -> tuple[dict[str, float], dict]:
+    """(the metrics file's numbers, the run record) of one result, once its three files are there,
+    none is larger than cnnbench writes, and the metrics and outcomes files are the ones the run
+    record was written with (their size and SHA-256, :func:`write_results`); the outcomes file is
+    hashed in blocks, and not read at all when its size already differs."""
+    run_path, side = run_record_path(path), OUTCOMES.path_for(path)
+    fix = _rerun(path)
+    for part in (path, run_path, side):
+        if not part.exists():
+            others = " and ".join(p.name for p in (path, run_path, side) if p != part)
+            raise ResultError(f"{part} is missing beside {others} (an evaluation was interrupted, or it was "
+                              f"deleted); {fix}")
+    raw = read_bytes(path, MAX_RECORD_BYTES, fix)
+    run = parse(read_bytes(run_path, MAX_RECORD_BYTES, fix), run_path, fix)
+    if not isinstance(run, dict):
+        raise ResultError(f"{run_path} holds {describe(run)}, not a run record; {fix}")
+    fix = _rerun(path, run)
+    unit = run.get(UNIT)
+    if unit is None:
+        raise ResultError(f"{run_path} was written by an older cnnbench, without the sizes and SHA-256 that tie it "
+                          f"to {path.name} and {side.name}; {fix}")
+    prints = [unit.get(k) if isinstance(unit, dict) else None for k in ("metrics", "outcomes", "run")]
+    if not all(isinstance(p, dict) and isinstance(p.get("bytes"), int) for p in prints):
+        raise ResultError(f"{run_path}: its {UNIT!r} is not the sizes and SHA-256 cnnbench writes; {fix}")
+    if _sealed(run) != prints[2]:
+        raise ResultError(f"{run_path} was changed after evaluate wrote it (its fields are not those it was sealed "
+                          f"with); {fix}")
+    for part, want, actual in ((path, prints[0], fingerprint(raw)),
+                               (side, prints[1], file_fingerprint(side, prints[1]["bytes"]))):
+        if actual != want:
+            raise ResultError(f"{path.name}, {run_path.name} and {side.name} in {path.parent} do not belong together: "
+                              f"{part.name} is not the file {run_path.name} was written with (an evaluation was "
+                              f"interrupted, or a file was replaced); {fix}")
+    numbers = parse(raw, path, fix)
+    if not isinstance(numbers, dict):
+        raise ResultError(f"{path} holds {describe(numbers)}, not an object of numbers; {fix}")
+    for name, value in numbers.items():
+        if not _is_number(value) or not math.isfinite(value):
+            raise ResultError(f"{path}: {name!r} is {describe(value)}, not a finite number; {fix}")
+    return numbers, run
+
+
+def _read_unclaimed(path: Path) -> dict | None:
+    """A JSON file that no run record or outcomes file claims: a single-file record of cnnbench 0.1
+    (checked), a metrics file whose run record is gone (refused), else None (anybody's JSON). One
+    that cannot be read raises a plain ``ValueError``: it may be anybody's, so callers may skip it."""
+    fix = _rerun(path)
+    try:
+        data = parse(read_bytes(path, MAX_RECORD_BYTES, fix), path, fix)
+    except ResultError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(data, dict) or not data:
+        return None
+    if isinstance(data.get("metrics"), dict) and {"backbone", "dataset", "head"} <= data.keys():
+        return check_record(data, path)
+    if all(_is_number(v) for v in data.values()):
+        raise ResultError(f"{path}: no run record {run_record_path(path).name} beside it, so its numbers cannot be "
+                          f"placed in a table; {fix}")
+    return None
+
+
+def read_outcomes(metrics_path: str | os.PathLike, record: dict) -> list:
+    """Every trial's outcomes (:mod:`cnnbench.outcomes`) of the result :func:`read_results` read from
+    ``metrics_path`` as ``record`` ([] for a single-file record, which kept none); one line when the
+    file is of another backbone, data set or head than its run record."""
+    side = OUTCOMES.path_for(metrics_path)
+    if not side.exists() and not run_record_path(metrics_path).exists():
+        return []
+    fix = _rerun(Path(metrics_path), record)
+    who, trials = OUTCOMES.load(side, fix)
+    theirs = {k: record.get(k) for k in who}
+    if who != theirs:
+        field = next(k for k in who if who[k] != theirs[k])
+        raise ResultError(f"{side} holds the outcomes of {field} {who[field]!r}, its run record "
+                          f"{run_record_path(metrics_path).name} is of {theirs[field]!r}: they do not belong "
+                          f"together; {fix}")
+    return trials
+
+
+def check_record(record: dict, source: str | os.PathLike) -> dict:
+    """``record``, once every field a reader uses has the type :func:`evaluate` writes: names are
+    text, metrics and spreads numbers, trials and few-shot draws lists of objects whose scores are
+    numbers. Else one :class:`~cnnbench.jsonio.ResultError` line naming ``source`` and the field
+    (a string score, ``trials: "x"``), so that no reader drops or misreads it without a word."""
+    from .fewshot import split_metric_name
+
+    fix = _rerun(Path(source), record)
+
+    def bad(field: str, value, wanted: str):
+        return ResultError(f"{source}: {field} is {describe(value)}, not {wanted}; {fix}")
+
+    for key in ("backbone", "dataset", "head"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise bad(repr(key), record.get(key), "a name")
+    for key in ("layer", "primary_metric", "task"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise bad(repr(key), record[key], "a name")
+    for key in ("metrics", "std"):
+        values = record.get(key, {})
+        if not isinstance(values, dict):
+            raise bad(repr(key), values, "an object of numbers")
+        for name, v in values.items():
+            if not _is_number(v):
+                raise bad(f"{key}[{name!r}]", v, "a number")
+    metrics = record.get("metrics", {})
+
+    def scores(field: str, rows, names) -> None:
+        if not isinstance(rows, list):
+            raise bad(repr(field), rows, "a list")
+        for k, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise bad(f"{field}[{k}]", row, "an object")
+            for name in names(row):
+                if row.get(name) is not None and not _is_number(row[name]):
+                    raise bad(f"{field}[{k}][{name!r}]", row[name], "a number")
+
+    scores("trials", record.get("trials", []), lambda row: metrics)
+    fewshot = record.get("fewshot")
+    if fewshot is not None:
+        if not isinstance(fewshot, dict):
+            raise bad("'fewshot'", fewshot, "an object")
+        bases = {p[0] for p in map(split_metric_name, metrics) if p}
+        scores("fewshot.draws", fewshot.get("draws", []), lambda row: ["shots", *bases])
+    provenance = record.get("provenance", {})
+    extra = provenance.get("distractors") if isinstance(provenance, dict) else None
+    if not isinstance(provenance, dict) or not isinstance(extra or {}, dict):
+        raise bad("'provenance'", provenance, "an object")
+    for key in ("dataset", "option"):
+        if (extra or {}).get(key) is not None and not isinstance(extra[key], str):
+            raise bad(f"provenance.distractors[{key!r}]", extra[key], "a name")
     return record
+
+
+def _rerun(path: Path, record: dict | None = None) -> str:
+    """What to do about a broken result: the evaluate that writes it again (by its record's names
+    where they are text, else by the metrics folder's layout, ``<backbone>/<dataset>/<head>.json``)."""
+    names = [(record or {}).get(k) for k in ("backbone", "dataset", "head")]
+    if not all(isinstance(n, str) and n for n in names):
+        names = [path.parent.parent.name, path.parent.name, path.name[: -len(".json")]]
+    if not all(names):
+        return "rerun `cnnbench evaluate` for this result"
+    return f"rerun `cnnbench evaluate -b {names[0]} -d {names[1]} --head {names[2]}` (or `dvc repro`)"
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -31,12 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .jsonio import atomic_write_text, beside
+from .jsonio import ResultError, atomic_write_text, beside, describe, parse, read_bytes
 
 KEY = "outcomes"  # where a head's evaluate() puts its Outcomes
 SUFFIX = ".outcomes.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.outcomes.json
 FORMAT = 1
 RANKING_DEPTH = 10  # database ids kept per query: what `cnnbench show` draws
+# the largest outcomes file read: the largest cnnbench writes for the paper's data sets are a few MB
+# (VOC 2007: 4,952 images x 20 decision values); a file past it is refused before it is read
+MAX_BYTES = 256 << 20
+RERUN = "rerun `cnnbench evaluate` for this result"
 
 
 @dataclass
@@ -136,15 +140,68 @@ class Outcomes:
 
     @classmethod
     def from_json(cls, data: dict) -> "Outcomes":
-        values = {k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
-                  for k, v in data.get("values", {}).items()}
-        return cls(ids=data["ids"], labels=_array(data.get("labels")), predictions=_array(data.get("predictions")),
-                   decisions=_array(data.get("decisions"), np.float32), ap=data.get("ap", "voc07"), values=values,
-                   ranking=data.get("ranking"))
+        """From what :meth:`to_json` wrote; ``ValueError`` naming the field when a field has another
+        type or shape than it writes (string predictions, a ranking that is a number, ids that are not
+        text), so that no number is ever computed from it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a trial is {describe(data)}, not an object")
+        ids = data.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"'ids' is {describe(ids)}, not a list of ids")
+        raw_values = data.get("values", {})
+        if not isinstance(raw_values, dict):
+            raise ValueError(f"'values' is {describe(raw_values)}, not an object")
+        values = {k: _numbers(f"values[{k!r}]", [np.nan if x is None else x for x in _list(v, f"values[{k!r}]")],
+                              "if", np.float64, 1, finite=False) for k, v in raw_values.items()}
+        ranking = data.get("ranking")
+        if ranking is not None:
+            if not isinstance(ranking, list) or not all(isinstance(r, list) and all(isinstance(i, str) for i in r)
+                                                         for r in ranking):
+                raise ValueError(f"'ranking' is {describe(ranking)}, not one list of database ids per item")
+            longest = max(map(len, ranking), default=0)
+            if longest > RANKING_DEPTH:
+                raise ValueError(f"'ranking' holds {longest} ids for one item; cnnbench keeps {RANKING_DEPTH}")
+        ap = data.get("ap", "voc07")
+        if ap not in ("voc07", "exact"):
+            raise ValueError(f"'ap' is {ap!r}, not 'voc07' or 'exact'")
+        labels, predictions, decisions = (data.get(k) for k in ("labels", "predictions", "decisions"))
+        out = cls(ids=ids, labels=None if labels is None else _numbers("labels", labels, "i", np.int64, (1, 2)),
+                  predictions=None if predictions is None else _numbers("predictions", predictions, "i", np.int64, 1),
+                  decisions=None if decisions is None else _numbers("decisions", decisions, "if", np.float32, 2),
+                  ap=ap, values=values, ranking=ranking)
+        if (out.predictions is not None or out.decisions is not None) and out.labels is None:
+            raise ValueError("it has predictions or decisions but no 'labels'")
+        if out.decisions is not None and out.labels.shape != out.decisions.shape:
+            raise ValueError(f"'labels' has shape {out.labels.shape}, 'decisions' {out.decisions.shape}")
+        if out.predictions is not None and out.labels.ndim != 1:
+            raise ValueError(f"'labels' has shape {out.labels.shape} beside predictions; one class id per item")
+        return out
 
 
-def _array(v, dtype=None):
-    return None if v is None else np.asarray(v, dtype=dtype)
+def _list(v, name: str) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"'{name}' is {describe(v)}, not a list")
+    return v
+
+
+def _numbers(name: str, v, kinds: str, dtype, ndim, finite: bool = True) -> np.ndarray:
+    """``v`` as an array of ``dtype``, refused unless every element is a JSON number of ``kinds``
+    (``i`` integers, ``f`` floats; never text or true/false: numpy would turn "1" into 1)."""
+    try:
+        a = np.asarray(v)
+    except ValueError:  # ragged
+        raise ValueError(f"'{name}' is ragged (rows of different lengths)") from None
+    if a.size == 0:
+        return a.astype(dtype)
+    if a.dtype.kind not in kinds or a.dtype == object:
+        what = {"U": "text", "b": "true/false", "O": "mixed values"}.get(a.dtype.kind, f"{a.dtype} values")
+        raise ValueError(f"'{name}' holds {what}, not {'integers' if kinds == 'i' else 'numbers'}")
+    if a.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"'{name}' has shape {a.shape}")
+    a = a.astype(dtype)
+    if a.dtype.kind == "f" and (np.isinf(a).any() or (finite and np.isnan(a).any())):
+        raise ValueError(f"'{name}' holds values that are not finite")
+    return a
 
 
 def path_for(metrics_path: str | os.PathLike) -> Path:
@@ -152,25 +209,41 @@ def path_for(metrics_path: str | os.PathLike) -> Path:
     return beside(metrics_path, SUFFIX)
 
 
-def write(path: str | os.PathLike, per_trial: list[tuple[str, Outcomes]], *, backbone=None, dataset=None,
-          head=None) -> Path:
-    """One file per result: every trial's outcomes, in trial order. Compact JSON (one item per
-    line would be 10x larger), sorted keys, no timestamps: the same run writes the same bytes."""
+def dumps(per_trial: list[tuple[str, Outcomes]], *, backbone=None, dataset=None, head=None) -> str:
+    """The text of one outcomes file: every trial's outcomes, in trial order, and who they are of.
+    Compact JSON (one item per line would be 10x larger), sorted keys, no timestamps: the same run
+    writes the same bytes."""
     data = {"format": FORMAT, "backbone": backbone, "dataset": dataset, "head": head,
             "trials": [{"trial": name, **o.to_json()} for name, o in per_trial]}
-    return atomic_write_text(path, json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
 
-def read(path: str | os.PathLike) -> list[tuple[str, Outcomes]]:
-    """Every trial's outcomes from a sidecar written by :func:`write`; ``ValueError`` on anything else."""
+def write(path: str | os.PathLike, per_trial: list[tuple[str, Outcomes]], **who) -> Path:
+    """:func:`dumps` into ``path``, atomically (``who``: backbone, dataset, head)."""
+    return atomic_write_text(path, dumps(per_trial, **who))
+
+
+def load(path: str | os.PathLike, fix: str = RERUN) -> tuple[dict, list[tuple[str, Outcomes]]]:
+    """(who: backbone, dataset and head, every trial's outcomes) from a file :func:`write` wrote;
+    :class:`~cnnbench.jsonio.ResultError` (one line naming the file and ending in ``fix``) on
+    anything else. A file over :data:`MAX_BYTES` is refused before it is read."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable outcomes file ({exc}); rerun `cnnbench evaluate` for this result") from None
+    data = parse(read_bytes(path, MAX_BYTES, fix), path, fix)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("trials"), list):
-        raise ValueError(f"{path}: not an outcomes file of format {FORMAT}; rerun `cnnbench evaluate` for this result")
-    try:
-        return [(str(t["trial"]), Outcomes.from_json(t)) for t in data["trials"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: damaged outcomes file ({exc}); rerun `cnnbench evaluate` for this result") from None
+        raise ResultError(f"{path}: not an outcomes file of format {FORMAT}; {fix}")
+    who = {k: data.get(k) for k in ("backbone", "dataset", "head")}
+    trials = []
+    for k, t in enumerate(data["trials"]):
+        name = t.get("trial") if isinstance(t, dict) else None
+        try:
+            if not isinstance(name, str):
+                raise ValueError(f"its 'trial' is {describe(name)}, not a name")
+            trials.append((name, Outcomes.from_json(t)))
+        except ValueError as exc:
+            raise ResultError(f"{path}: trial {k} ({name if isinstance(name, str) else '?'}): {exc}; {fix}") from None
+    return who, trials
+
+
+def read(path: str | os.PathLike, fix: str = RERUN) -> list[tuple[str, Outcomes]]:
+    """Every trial's outcomes from a file :func:`write` wrote (see :func:`load`)."""
+    return load(path, fix)[1]

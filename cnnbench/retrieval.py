@@ -337,12 +337,11 @@ def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str 
         raise UserError(f"{label}: {path} holds features of a {dinfo.attrs.get('task')} data set; name the features of a "
                         "distractor set (revisitop1m; a data set of your own declares task = 'retrieval' and is "
                         "extracted again with --overwrite)")
-    other, weights = dinfo.attrs.get("backbone"), (dinfo.attrs.get("weights_sha256"), info.attrs.get("weights_sha256"))
-    if other != backbone or (all(weights) and weights[0] != weights[1]):
-        what = f"backbone {other!r}, the database with {backbone!r}" if other != backbone else \
-            f"other weights than the database ({backbone!r}, weights SHA-256 {weights[1][:12]}…)"
-        raise UserError(f"{label}: {path} was extracted with {what}; extract the distractors with "
-                        f"`cnnbench extract -b {backbone} -d {name or 'revisitop1m'}` (the same weights)")
+    from .evaluate import check_features
+
+    check_features(dinfo, {"backbone": backbone, "weights_sha256": info.attrs.get("weights_sha256") or None},
+                   "the database holds", f"extract the distractors with `cnnbench extract -b {backbone} -d "
+                   f"{name or 'revisitop1m'}` (the same weights)", label=f"{label}: ")
     if layer not in dinfo.layers:
         raise UserError(f"{label}: {path} has no layer {layer!r} (it holds {dinfo.layers}); extract the distractors "
                         f"with --layer {layer}, or evaluate a layer both files hold")

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import outcomes as OUT
 from .errors import StoreError, UserError
+from .jsonio import writable_dir
 
 THUMB = 112  # thumbnail side, pixels
 FRAME = 6  # frame width around each thumbnail
@@ -202,15 +203,23 @@ def safe_name(query_id: str) -> str:
 
 
 def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | None = None):
-    """(path, trial name, Outcomes, number of trials) of the l2 head's sidecar, or one line saying what to run."""
-    path = OUT.path_for(Path(metrics_dir) / backbone / dataset / "l2.json")
+    """(path, trial name, Outcomes, number of trials) of the l2 head's result, its files checked to
+    belong together and to be of ``backbone`` on ``dataset`` (:func:`cnnbench.evaluate.read_results`),
+    or one line saying what to run."""
+    from .evaluate import read_outcomes, read_results
+
+    metrics = Path(metrics_dir) / backbone / dataset / "l2.json"
+    path = OUT.path_for(metrics)
     rerun = f"`cnnbench evaluate -b {backbone} -d {dataset} --head l2`"
-    if not path.exists():
+    if not path.exists() and not metrics.exists():
         raise UserError(f"no l2 outcomes at {path}; run {rerun} first")
-    try:
-        trials = OUT.read(path)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    record = read_results(metrics)
+    asked = {"backbone": backbone, "dataset": dataset, "head": "l2"}
+    for key, want in asked.items():
+        if record is None or record[key] != want:
+            held = "no result" if record is None else f"{key} {record[key]!r}"
+            raise UserError(f"{metrics} holds {held}, not {key} {want!r} as its folder says; rerun {rerun}")
+    trials = read_outcomes(metrics, record)
     if not trials:
         raise UserError(f"{path} holds no trials; rerun {rerun}")
     names = [name for name, _ in trials]
@@ -347,6 +356,7 @@ def show(dataset, backbone: str, metrics_dir, features_dir, out_dir, *, query_id
     """Draw the chosen queries of ``backbone`` on ``dataset``; returns the PNGs written:
     ``out_dir/<query>.png`` each, or ``out_dir/sheet.png`` with every chosen query."""
     name = dataset.name
+    writable_dir(out_dir)  # before any image is drawn
     path, trial_name, out, n_trials = load_outcomes(Path(metrics_dir), backbone, name, trial)
     chosen = choose(out, query_ids, queries, worst, source=str(path))
     if sheet and len(chosen) > SHEET_MAX:

@@ -22,7 +22,9 @@ pair by pair:
 
 A difference is *significant* when ``p < 1 - level`` (0.05 for 95 %). Choices (percentile
 intervals, t over trials, McNemar for single-trial accuracy) are written here and in
-docs/datasets.md; ``level``, ``bootstrap`` and ``seed`` are ``compare`` parameters.
+docs/datasets.md; ``level``, ``bootstrap`` (:func:`check_resamples`) and ``seed`` are ``compare``
+parameters. Resamples are drawn and scored in chunks (:data:`ELEMENTS` indices at a time), so memory
+does not grow with ``bootstrap``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .outcomes import Outcomes
 LEVEL = 0.95
 BOOTSTRAP = 1000
 SEED = 0
+ELEMENTS = 1 << 22  # resampled item indices held at once (32 MiB): the resamples are drawn and scored in chunks
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,29 @@ def t_interval(values, level: float = LEVEL) -> Interval | None:
     return Interval(float(mean - half), float(mean + half), "trials", len(v))
 
 
-def _resamples(sizes: list[int], n: int, seed: int) -> list[np.ndarray]:
-    """Per trial, an (n, size) matrix of item indices drawn with replacement; seeded per trial."""
-    return [np.random.default_rng([seed, t]).integers(0, size, size=(n, size)) for t, size in enumerate(sizes)]
+def check_resamples(n: int) -> int:
+    """``n`` resamples, checked as ``compare.bootstrap`` is (:func:`cnnbench.params.compare_statistics`,
+    at most :data:`cnnbench.params.MAX_BOOTSTRAP`): a library caller cannot ask for unbounded work either."""
+    from .params import compare_statistics
+
+    return compare_statistics("bootstrap", {"bootstrap": n})[1]
+
+
+def _resamples(sizes: list[int], n: int, seed: int):
+    """Per trial, the ``n`` resamples of its items (indices drawn with replacement, seeded per trial),
+    yielded in chunks of rows: [(rows, size) per trial]. The draws are those of one (n, size) matrix per
+    trial, whatever the chunk (each generator continues where its last chunk stopped), and memory stays
+    at about :data:`ELEMENTS` indices."""
+    check_resamples(n)
+    gens = [np.random.default_rng([seed, t]) for t in range(len(sizes))]
+    step = max(1, ELEMENTS // max(1, sum(sizes)))
+    for start in range(0, n, step):
+        rows = min(step, n - start)
+        yield [g.integers(0, size, size=(rows, size)) for g, size in zip(gens, sizes)]
 
 
 def _replicates(trials: list[Outcomes], metric: str, draws: list[np.ndarray]) -> np.ndarray:
-    """The metric (mean over trials) on each resample: (n,)."""
+    """The metric (mean over trials) on each resample of one chunk: (rows,)."""
     per_trial = []
     for o, idx in zip(trials, draws):
         per_trial.append(_fast(o, metric, idx))
@@ -157,7 +176,8 @@ def bootstrap_interval(trials: list[Outcomes], metric: str, *, level: float = LE
     None when the outcomes cannot compute it."""
     if not trials or any(metric not in o.metrics() or len(o) == 0 for o in trials):
         return None
-    reps = _replicates(trials, metric, _resamples([len(o) for o in trials], n, seed))
+    sizes = [len(o) for o in trials]
+    reps = np.concatenate([_replicates(trials, metric, draws) for draws in _resamples(sizes, n, seed)])
     reps = reps[np.isfinite(reps)]
     if not len(reps):
         return None
@@ -200,8 +220,8 @@ def paired_test(a: list[tuple[str, Outcomes]], b: list[tuple[str, Outcomes]], me
         only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
         p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
         return Paired(p, "mcnemar", diff, n_items)
-    draws = _resamples([len(o) for o in ta], n, seed)
-    d = _replicates(ta, metric, draws) - _replicates(tb, metric, draws)
+    d = np.concatenate([_replicates(ta, metric, draws) - _replicates(tb, metric, draws)
+                        for draws in _resamples([len(o) for o in ta], n, seed)])
     d = d[np.isfinite(d)]
     if not len(d):
         return None

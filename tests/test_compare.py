@@ -108,12 +108,16 @@ def test_compare_still_reads_the_single_file_records_of_earlier_versions(tmp_pat
     assert sorted(r["head"] for r in load_records(tmp_path)) == ["l2", "svm"]
 
 
-def test_a_metrics_file_without_its_run_record_is_skipped_with_a_warning(tmp_path, caplog):
-    write_json(tmp_path / "mynet/digits/svm.json", {"accuracy": 0.9})
+def test_a_metrics_file_without_its_run_record_is_refused_and_other_json_is_ignored(tmp_path, caplog):
     write_json(tmp_path / "notes.json", {"comment": "not a result"})
+    (tmp_path / "broken.json").write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="cnnbench.compare"):
         assert load_records(tmp_path) == []
-    assert "svm.run.json" in caplog.text and "notes.json" not in caplog.text
+    assert "broken.json" in caplog.text and "notes.json" not in caplog.text
+    write_json(tmp_path / "mynet/digits/svm.json", {"accuracy": 0.9})
+    with pytest.raises(CnnbenchError, match=r"svm\.json: no run record svm\.run\.json beside it.*rerun `cnnbench "
+                       r"evaluate -b mynet -d digits --head svm`"):
+        load_records(tmp_path)
 
 
 def _leaves(data, prefix=""):

@@ -45,13 +45,14 @@ def write_r1m(data_root: Path, names=R1M_NAMES, images: dict | None = None) -> P
 
 def write_features(path: Path, ids, feats, *, backbone="tiny", layer="act", extras=None, views=None,
                    task="retrieval") -> Path:
-    """A feature file as the store writes it (checksums, signature), from given rows."""
+    """A feature file as the store writes it (checksums, signature), from given rows; its data set and
+    split are those its path names (``features/<backbone>/<dataset>/<split>.h5``)."""
     feats = np.asarray(feats, np.float32)
     sig = {"backbone": backbone, "path": str(path), "views": "spatial" if views else "none"}
     w = store.StoreWriter(path, sig)
     w.append(list(ids), np.full(len(ids), -1), {layer: feats}, next_item=len(ids))
     attrs = {"default_layer": layer, "layers": [layer], "classes": [], "backbone": backbone, "task": task,
-             "signature": json.dumps(sig, sort_keys=True)}
+             "dataset": path.parent.name, "split": path.stem, "signature": json.dumps(sig, sort_keys=True)}
     if views:
         attrs["view_names"] = list(views)
     return w.commit(attrs, extras)
@@ -219,7 +220,7 @@ def test_a_missing_distractor_file_says_which_extract_command_makes_it(tmp_path,
 @pytest.mark.parametrize("case, says", [
     ("dim", r"holds features of shape \(N, 8\), the database \(N, 16\); extract the distractors with the same backbone"),
     ("collision", r"1 image ids of .*r1m\.h5 are also ids of roxford5k \(e\.g\. 'oxford_000003'\)"),
-    ("backbone", r"r1m\.h5 was extracted with backbone 'other', the database with 'tiny'; .*cnnbench extract -b tiny"),
+    ("backbone", r"r1m\.h5 holds backbone 'other', but the database holds 'tiny'; .*cnnbench extract -b tiny"),
     ("layer", r"r1m\.h5 has no layer 'act' \(it holds \['fc'\]\); extract the distractors with --layer act"),
 ])
 def test_mismatched_distractors_are_one_line(tmp_path, synth, case, says):
