@@ -28,7 +28,7 @@ from .dataset import Dataset, Item
 from .decode import decode_batch
 from .errors import StoreError, UserError
 from .settings import ExtractSettings, check_precision, resolve_device
-from .store import StoreWriter, open_info, verify
+from .store import StoreWriter, clear_leftovers, open_info, verify
 
 log = logging.getLogger("cnnbench.extract")
 
@@ -132,11 +132,13 @@ def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: st
     sig = signature(backbone, dataset, split, items, settings)
     sig_text = json.dumps(sig, sort_keys=True, default=str)
     if not overwrite and (n := _up_to_date(out_path, sig_text, items)) is not None:
+        clear_leftovers(out_path, sig)  # a run killed between its final rename and its cleanup
         return ExtractResult(out_path, n, [], 0.0, cached=True)
     writer = StoreWriter(out_path, sig, expected_ids=[i.id for i in items], fresh=overwrite)
     try:
         if not overwrite and (n := _up_to_date(out_path, sig_text, items)) is not None:
-            return ExtractResult(out_path, n, [], 0.0, cached=True)  # another run finished it while we waited
+            writer.discard()  # another run finished it meanwhile: what this one resumed or began is not needed
+            return ExtractResult(out_path, n, [], 0.0, cached=True)
         start, t0 = writer.next_item, time.perf_counter()
         if start:
             log.warning("resuming %s from item %d of %d", writer.partial, start, len(items))
@@ -190,14 +192,14 @@ def build_runtime(backbone: Backbone, settings: ExtractSettings, device: torch.d
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
     backbone.to(device)
     return runtimes.build(backbone, list(settings.layers), settings.pooling, settings.runtime, device,
-                          autocast_dtype=autocast_dtype, threads=threads)
+                          autocast_dtype=autocast_dtype, threads=threads,
+                          batch_size=settings.images_per_batch * len(settings.view_names))
 
 
 def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter,
               settings: ExtractSettings, rt, device: torch.device, progress: bool) -> list[tuple[str, str]]:
     """Decode ahead in threads, run the model, stream rows into ``writer``; returns this run's skips."""
-    n_views = len(settings.view_names)
-    per_batch = max(1, settings.batch_size // n_views)
+    per_batch = settings.images_per_batch
     workers = settings.workers or default_workers()
     start = writer.next_item
     skipped_all: list[tuple[str, str]] = []

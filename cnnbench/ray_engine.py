@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -154,11 +155,14 @@ def connect(address: str | None):
         yield ray
         return
     kwargs = {"include_dashboard": False, "logging_level": logging.WARNING}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address is None:
             ray.init(**kwargs)
         else:
             ray.init(address=address, **kwargs)
+        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)  # ray.init's exits at once; cnnbench's keeps the work
     except Exception as exc:  # noqa: BLE001 - ConnectionError, auth errors, bad addresses: one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         target = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
@@ -302,7 +306,7 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
 
     from .extract import labels_array, progress_bar
 
-    per_batch = max(1, settings.batch_size // len(settings.view_names))
+    per_batch = settings.images_per_batch
     start = writer.next_item
     rows = [{"start": s, "items": pickle.dumps(list(items[s : s + per_batch]), protocol=5)}
             for s in range(start, len(items), per_batch)]

@@ -156,6 +156,12 @@ class ExtractSettings:
     def view_names(self) -> list[str]:
         return view_names(self.views, self.levels_for("default"))
 
+    @property
+    def images_per_batch(self) -> int:
+        """Images per model call: ``batch_size`` counts model inputs, and all of an image's views go
+        through the model together."""
+        return max(1, self.batch_size // len(self.view_names))
+
     def signature(self, has_boxes: bool) -> dict[str, Any]:
         """The settings the features depend on (of resolved settings)."""
         sig: dict[str, Any] = {"layers": list(self.layers), "pooling": self.pooling, "views": self.views,

@@ -12,17 +12,20 @@ Layout::
     attrs                backbone, layers, default_layer, preprocess, pooling, weights, dataset,
                          split, task, classes, options, cnnbench_version, checksums, complete
 
-Writing is streamed into ``<name>.partial/`` (plain append-only files that also record progress, so
-an interrupted extraction resumes where it stopped: :mod:`cnnbench.partial`), then written in a
-fixed order into a fresh HDF5 file that is verified and renamed over the target: identical inputs
-give byte-identical files, and a file that exists under its final name is always complete.
+Writing is streamed into ``<name>.partial/`` (plain append-only files that also record progress and
+checksums, so an interrupted extraction resumes where it stopped: :mod:`cnnbench.partial`), then
+written in a fixed order into a fresh HDF5 file that is verified and renamed over the target:
+identical inputs give byte-identical files, and a file that exists under its final name is always
+complete. Partial work lives where nothing deletes it (:func:`work_dir`: inside a DVC repository
+that is not the output's folder, which ``dvc repro`` deletes before it runs a stage).
 
 Trust nothing on disk. Numeric data sets carry HDF5's Fletcher-32 checksum per chunk and string
 data sets a SHA-256 in the ``checksums`` attribute, so a flipped byte is found on reading
-(:func:`verify`); features must be finite. A partial file is resumed only after its lengths, its
-ids (in data-set order) and its last rows check out; whatever a failed write (a full disk) left
-beyond the recorded progress is cut. One run at a time writes an output: the writer
-holds ``<name>.lock`` (an ``flock``, released by the kernel if the process dies).
+(:func:`verify`); features must be finite. Partial work is resumed from its last batch whose
+checksums hold, once its lengths and ids (in data-set order) check out; whatever a failed write (a
+full disk) left beyond the recorded progress is cut. One run at a time writes an output: the writer
+holds ``<name>.lock`` beside the partial work (an ``flock``, released by the kernel if the process
+dies; the file itself is removed by the next run on that output).
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from .errors import StoreError
+from .errors import PluginError, StoreError
 from .head import FeatureSet
-from .partial import PartialRows
+from .partial import PartialRows, signature_of
 from .partial import discard as discard_partial
 
 log = logging.getLogger("cnnbench.store")
@@ -53,19 +56,31 @@ _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
 _ROW_SETS = ("ids", "labels")  # plus features/<layer>: one row per stored image
 _SKIP_SETS = ("skipped_ids", "skipped_errors")
-VERIFY_TAIL_ROWS = 256  # rows of a partial file read back before it is resumed
+WORK_DIR = Path(".cnnbench") / "partial"  # under a DVC repository's root
 
 
 def _chunk_rows(dim: int) -> int:
     return int(max(16, min(1024, _CHUNK_BYTES // (4 * max(dim, 1)))))
 
 
+def work_dir(path: Path) -> Path:
+    """Where the partial work and the lock of output ``path`` live: beside it, or, when it lies in
+    a DVC repository, under the repository's ``.cnnbench/partial/`` at the output folder's path
+    (``dvc repro`` deletes a stage's outputs, the folder with them, before it runs the stage; that
+    folder is git- and dvc-ignored). Either way a run by hand and one by ``dvc repro`` share it."""
+    folder = Path(os.path.abspath(path.parent))
+    for root in (folder, *folder.parents):
+        if (root / ".dvc").is_dir():
+            return root / WORK_DIR / folder.relative_to(root)
+    return path.parent
+
+
 def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+    return work_dir(path) / (path.name + ".partial")
 
 
 def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+    return work_dir(path) / (path.name + ".lock")
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -90,21 +105,26 @@ class OutputLock:
     The kernel drops the lock when its process dies, so a killed run never leaves a stale lock."""
 
     def __init__(self, path: Path):
-        self.path = lock_path(path)
+        self.target, self.path = path, lock_path(path)
         self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+                raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}; check the folder's permissions") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 holder = _read_holder(fd)
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                    target = self.path.name[: -len(".lock")]
                     raise StoreError(
-                        f"another cnnbench run ({holder or 'unknown process'}) is writing {self.path.parent / target}; "
+                        f"another cnnbench run ({holder or 'unknown process'}) is writing {self.target}; "
                         "wait for it to finish (or stop it) and run the same command again"
                     ) from None
                 raise StoreError(f"cannot lock {self.path}: {exc}; check the folder's permissions") from exc
@@ -153,11 +173,12 @@ class StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = partial_path(self.path)
         self.signature = json.dumps(signature, sort_keys=True, default=str)
+        self._source = signature  # names the backbone and data set in messages
         self.expected_ids = list(expected_ids) if expected_ids is not None else None
         self._rows: PartialRows | None = None
         self._lock = OutputLock(self.path).acquire()
         try:
-            self._remove_leftover_tmp_files()
+            _remove_leftover_tmp_files(self.path)
             if not fresh:
                 self._rows = self._try_resume()
             if self._rows is None:
@@ -166,12 +187,6 @@ class StoreWriter:
             self.close()
             raise
         self.kept = self.next_item  # items safely on disk (updated after every recorded batch)
-
-    def _remove_leftover_tmp_files(self) -> None:
-        """A run killed during :meth:`commit` leaves ``<name>.tmp-<pid>``; we hold the lock, so it is dead."""
-        for tmp in self.path.parent.glob(self.path.name + ".tmp-*"):
-            log.info("removing %s, left by an interrupted commit", tmp)
-            tmp.unlink(missing_ok=True)
 
     def _try_resume(self) -> PartialRows | None:
         if not self.partial.is_dir():
@@ -186,7 +201,8 @@ class StoreWriter:
             return None
 
     def _check_resumed(self, rows: PartialRows) -> None:
-        """Lengths agree, the ids are the data set's first items in order, the last rows are finite."""
+        """Lengths agree and the ids are the data set's first items in order (the bytes were checked
+        against their checksums as the partial work was reopened)."""
         n_rows, n_skipped = rows.rows("ids"), rows.rows("skipped_ids")
         if n_rows + n_skipped != rows.next_item:
             raise ValueError(f"{n_rows} rows + {n_skipped} skipped != {rows.next_item} items done")
@@ -201,9 +217,6 @@ class StoreWriter:
             expected = [i for i in self.expected_ids[: rows.next_item] if i not in skipped]
             if rows.text("ids") != expected or len(skipped) != n_skipped:
                 raise ValueError("its ids are not the data set's first items in order")
-        for name in rows.columns:
-            if name.startswith("features/"):
-                _check_rows(name, rows.array(name, n_rows - VERIFY_TAIL_ROWS), max(0, n_rows - VERIFY_TAIL_ROWS))
 
     @property
     def next_item(self) -> int:
@@ -224,6 +237,7 @@ class StoreWriter:
         Non-finite features are refused (nothing of the batch is written). A full disk raises
         :class:`DiskFullError`; the batches recorded before it are kept for the next run."""
         features = {k: np.asarray(v, dtype=np.float32) for k, v in features.items()}
+        self._check_row_shapes(features, labels, len(ids), next_item)
         for layer, feats in features.items():
             bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
             if bad.any():
@@ -251,6 +265,28 @@ class StoreWriter:
             raise StoreError(f"writing {self.partial} failed ({exc}); {self.kept} images are kept in it: "
                              "run the same command to resume") from exc
         self.kept = int(next_item)
+
+    def _check_row_shapes(self, features: dict[str, np.ndarray], labels, n: int, next_item: int) -> None:
+        """Every batch's rows have the shape of the rows before it: a backbone whose feature size
+        changes from one batch to the next (or a data set whose labels do) is refused in one line,
+        before anything of the batch is written."""
+        if not n:
+            return
+        given = {f"features/{k}": v.shape[1:] for k, v in features.items()}
+        given["labels"] = np.shape(labels)[1:]
+        for name, shape in given.items():
+            col = self._rows.columns.get(name)
+            if col is None or tuple(shape) == col.shape:
+                continue
+            layer = name.partition("/")[2]
+            what = (f"backbone {self._source.get('backbone', '?')!r} layer {layer!r} gave features" if layer
+                    else f"data set {self._source.get('dataset', '?')!r} gave labels")
+            raise PluginError(
+                f"{what} of shape {_shape(shape)} for items {self.next_item}-{int(next_item) - 1}, but "
+                f"{_shape(col.shape)} for the {col.rows} before: every image must give one shape (a bug in the "
+                f"plugin, {self._source.get('backbone_plugin' if layer else 'dataset_plugin') or 'in-process'}); "
+                f"nothing of this batch was written and the {self.kept} items done are kept in {self.partial}"
+            )
 
     def commit(self, attrs: dict[str, Any], extras: dict[str, Any] | None = None) -> Path:
         """Write the final file from the partial columns, in a fixed order, verify it and rename it
@@ -286,6 +322,10 @@ class StoreWriter:
             os.replace(tmp, self.path)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, ValueError):  # a column read back does not match its checksum
+                raise StoreError(f"the partial work in {self.partial} was damaged on disk after it was written "
+                                 f"({exc}); nothing was committed: run the same command to compute the damaged "
+                                 "rows again") from exc
             if isinstance(exc, Exception) and is_disk_full(exc):
                 raise DiskFullError(f"no space left on the device holding {self.path.parent} while writing "
                                     f"{self.path}; all {self.kept} images are kept in {self.partial}: free some "
@@ -323,8 +363,42 @@ def _write_column(rows: PartialRows, name: str, dst: h5py.File) -> None:
     out = dst.create_dataset(name, shape=(col.rows,) + col.shape, maxshape=(None,) + col.shape, dtype=dtype,
                              chunks=chunks, track_times=False, fletcher32=True)
     step = chunks[0] * 8
-    for start in range(0, col.rows, step):
-        out[start : start + step] = rows.array(name, start, start + step)
+    start = 0
+    for block in rows.blocks(name, step):  # to its end: the checksum is checked there
+        out[start : start + len(block)] = block
+        start += len(block)
+
+
+def _shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape) or "()"
+
+
+def _remove_leftover_tmp_files(path: Path) -> None:
+    """A run killed during :meth:`StoreWriter.commit` leaves ``<name>.tmp-<pid>``; call it holding the lock."""
+    for tmp in path.parent.glob(path.name + ".tmp-*"):
+        log.info("removing %s, left by an interrupted commit", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def clear_leftovers(path: str | os.PathLike, signature: dict[str, Any]) -> None:
+    """What a run killed after its final rename (or during another's commit) left beside a complete
+    ``path``: partial work with the same signature, a commit's temporary file and the lock file.
+    Removed when no run holds the lock; a run that does keeps its files."""
+    path = Path(path)
+    partial, text = partial_path(path), json.dumps(signature, sort_keys=True, default=str)
+    if not (partial.exists() or lock_path(path).exists() or any(path.parent.glob(path.name + ".tmp-*"))):
+        return
+    try:
+        lock = OutputLock(path).acquire()
+    except StoreError:
+        return  # a live run (or a folder we may not write): its files are its own
+    try:
+        _remove_leftover_tmp_files(path)
+        if partial.is_dir() and signature_of(partial) == text:
+            log.info("removing %s: %s is complete", partial, path)
+            discard_partial(partial)
+    finally:
+        lock.release()
 
 
 def _string_digests(f: h5py.File) -> dict[str, str]:

@@ -271,3 +271,38 @@ def test_the_example_plugin_passes_the_checks(monkeypatch):
     assert plugins.create("backbone", "colorhist", bins=4).default_layer == "hist"
     with pytest.raises(UserError, match="accepted options: bins$"):
         plugins.create("backbone", "colorhist", bns=4)
+
+
+# -- backbones that misbehave while extracting ---------------------------------------------------------------
+
+
+def test_a_backbone_whose_feature_size_changes_between_batches_is_one_line_and_keeps_the_batches_before(tmp_path):
+    import torch
+
+    from cnnbench import store
+    from cnnbench.extract import extract_split
+    from cnnbench.settings import ExtractSettings
+
+    class Wobbly:
+        @hookimpl
+        def register_backbones(self, register):
+            def build():
+                bb = tiny_backbone()
+                bb.name = "wobbly"
+                calls = iter(range(1_000_000))
+                # from its third batch on, the model gives 5 values an image instead of 4
+                bb.model.register_forward_hook(lambda m, x, y: y if next(calls) < 2 else torch.cat([y, y[:, :1]], 1))
+                return bb
+
+            register("wobbly", build)
+
+    plugins.register_plugin(Wobbly(), name="wobbly-plugin")
+    target = tmp_path / "f" / "test.h5"
+    with pytest.raises(PluginError) as err:
+        extract_split(plugins.create("backbone", "wobbly"), plugins.create("dataset", "digits"), "test", target,
+                      ExtractSettings(layers=["logits"], batch_size=64, runtime="eager"), progress=False)
+    msg = str(err.value)
+    assert msg.startswith("backbone 'wobbly' layer 'logits' gave features of shape 5 for items 128-191, but 4 for the "
+                          "128 before") and "\n" not in msg
+    assert "128 items done are kept" in msg and not target.exists()
+    assert (store.partial_path(target) / "ids.bin").read_bytes().count(b"\n") == 128
