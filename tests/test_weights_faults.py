@@ -4,6 +4,7 @@ traceback; a state dict that does not fit a model names the first key that does 
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -126,3 +127,126 @@ def test_load_into_tolerates_missing_batchnorm_counters(tmp_path):
     path = tmp_path / "w.pth"
     torch.save({k: v for k, v in net.state_dict().items() if "num_batches_tracked" not in k}, path)
     load_into(net, path)  # torch fills num_batches_tracked: as before
+
+
+# -- what the tensors hold: dtypes and values ----------------------------------------------------------
+
+
+def _save_safetensors(tmp_path, sd, name="w.safetensors"):
+    from safetensors.torch import save_file
+
+    path = tmp_path / name
+    save_file(sd, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_weights_for_a_float_model_are_refused_naming_file_key_and_both_dtypes(tmp_path, dtype):
+    """int64 weights of the right shapes used to load (cast to float, mostly zeros): every feature row
+    identical, the features stored as complete."""
+    net = nn.Sequential(nn.Linear(3, 4))
+    before = net[0].weight.clone()
+    path = _save_safetensors(tmp_path, {k: (v * 3).to(dtype) for k, v in net.state_dict().items()})
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_into(net, path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    assert re.search(rf"2 dtype mismatch\(es\), first 0\.(weight|bias): file {str(dtype)[6:]}, model float32", msg), msg
+    assert torch.equal(net[0].weight, before)  # nothing half-loaded
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_weights_in_another_float_precision_load_cast_to_the_models_dtype(tmp_path, dtype):
+    net = nn.Sequential(nn.Linear(3, 4))
+    path = _save_safetensors(tmp_path, {k: v.to(dtype) for k, v in _good().items()})
+    load_into(net, path)
+    assert net[0].weight.dtype == torch.float32 and torch.equal(net[0].weight, torch.ones(4, 3))
+
+
+def test_float64_values_beyond_float32_are_refused_not_turned_into_inf(tmp_path):
+    path = _save_safetensors(tmp_path, {"0.weight": torch.full((4, 3), 1e300, dtype=torch.float64),
+                                        "0.bias": torch.zeros(4, dtype=torch.float64)})
+    with pytest.raises(WeightsNotFoundError, match=r"0\.weight: file float64, model float32"):
+        load_into(nn.Sequential(nn.Linear(3, 4)), path)
+
+
+def test_float_tensors_for_integer_buffers_are_refused_but_batchnorm_counters_are_not(tmp_path):
+    class WithIndex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(3)
+            self.register_buffer("index", torch.arange(3))
+
+    net = WithIndex()
+    sd = {k: v.float() for k, v in net.state_dict().items()}  # num_batches_tracked and index as float
+    with pytest.raises(WeightsNotFoundError, match=r"1 dtype mismatch\(es\), first index: file float32, model int64"):
+        load_into(net, _save_safetensors(tmp_path, sd))
+    sd["index"] = torch.arange(3)
+    load_into(net, _save_safetensors(tmp_path, sd, "ok.safetensors"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_weights_holding_nan_or_inf_are_refused_naming_the_key(tmp_path, bad, fmt):
+    sd = _good()
+    sd["0.bias"] = torch.tensor([0.0, bad, 0.0, bad])
+    if fmt == "pth":
+        path = tmp_path / "w.pth"
+        torch.save(sd, path)
+    else:
+        path = _save_safetensors(tmp_path, sd)
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_state_dict_file(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "'0.bias'" in msg and "2 of 4" in msg, msg
+
+
+def test_a_safetensors_header_that_lies_about_offsets_is_one_line(tmp_path):
+    import json
+    import struct
+
+    data = _safetensors_bytes(tmp_path)
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    header["0.weight"]["data_offsets"] = [0, 10**9]  # past the end of the file
+    raw = json.dumps(header).encode()
+    path = tmp_path / "lies.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_state_dict_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_torch_pickle_of_a_whole_module_is_refused_not_unpickled(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(nn.Sequential(nn.Linear(3, 4)), path)  # the module, not its state_dict()
+    with pytest.raises(WeightsNotFoundError, match="weights_only=True") as err:
+        load_state_dict_file(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+def test_tensors_without_dense_data_are_refused_naming_the_key(tmp_path, kind):
+    if kind == "meta":
+        with torch.device("meta"):
+            sd = nn.Sequential(nn.Linear(3, 4)).state_dict()  # built, never given weights, then saved
+    else:
+        sd = {**_good(), "0.weight": torch.ones(4, 3).to_sparse()}
+    path = tmp_path / "w.pth"
+    torch.save(sd, path)
+    with pytest.raises(WeightsNotFoundError) as err:
+        load_into(nn.Sequential(nn.Linear(3, 4)), path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "'0.weight'" in msg and ("meta" in msg or "sparse" in msg), msg
+
+
+def test_float8_weights_are_checked_for_nan_and_load_cast(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 4))
+    path = tmp_path / "w.pth"
+    torch.save({k: v.to(torch.float8_e4m3fn) for k, v in _good().items()}, path)
+    load_into(net, path)
+    assert torch.equal(net[0].weight, torch.ones(4, 3))
+    torch.save({"0.weight": torch.full((4, 3), float("nan")).to(torch.float8_e4m3fn), "0.bias": torch.zeros(4)}, path)
+    with pytest.raises(WeightsNotFoundError, match="'0.weight' holds 12 of 12 values that are NaN"):
+        load_into(net, path)

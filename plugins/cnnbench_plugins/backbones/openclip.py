@@ -12,7 +12,7 @@ from __future__ import annotations
 from cnnbench import hookimpl
 from cnnbench.backbone import Backbone, Preprocess
 from cnnbench.errors import CnnbenchError, WeightsNotFoundError
-from cnnbench.weights import fetch_or_explain, load_state_dict_file, state_dict_mismatch
+from cnnbench.weights import fetch_or_explain, load_fitting, load_state_dict_file
 
 
 @hookimpl
@@ -35,11 +35,9 @@ def build(spec: str, weights: str | None = None, pretrained: bool = True) -> Bac
     if weights:
         sd = load_state_dict_file(weights)
         target = model if any(k.startswith("visual.") for k in sd) else model.visual
-        try:
-            target.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            why = state_dict_mismatch(sd, target.state_dict()) or str(exc).splitlines()[0]
-            raise WeightsNotFoundError(f"{weights} does not fit open-clip {arch}: {why}") from exc
+        why = load_fitting(target, sd)
+        if why is not None:
+            raise WeightsNotFoundError(f"{weights} does not fit open-clip {arch}: {why}")
         source = str(weights)
     elif pretrained:
         if not tag:
