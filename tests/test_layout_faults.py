@@ -1,17 +1,16 @@
-"""Fault-injection findings on data-set layouts and annotation files: entries that lead out of the data
-set, boxes that are not boxes, ids given twice, two files taken for one image, classes without test
-images, and list files as editors and other systems write them (BOM, CRLF, blank lines, Latin-1).
+"""Fault-injection findings on data-set layouts and annotation files: boxes that are not boxes, ids
+given twice, two files taken for one image, classes without test images, and list files as editors
+and other systems write them (BOM, CRLF, blank lines, Latin-1).
 
 Each fixture is written in tmp_path in the data set's official format, with one entry broken the way
 a careless edit, a broken copy or a hostile download would break it. Every fault is one line naming
 the annotation file and the entry (a ``UserError``, which the command line prints without a
-traceback); nothing reads or ranks an image the annotation had no right to name.
+traceback). Entries that lead out of the data set are security faults: tests/test_security_faults.py,
+case 3.
 """
-
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -115,81 +114,6 @@ LISTS = [
     ("uiuc-attributes", _uiuc, "uiuc-attributes/VOCdevkit/VOC2008/JPEGImages", False),
     ("h3d-attributes", _h3d, "h3d-attributes/train", False),
 ]
-
-
-# -- security: paths from annotation files ---------------------------------------------------------------
-
-
-def _secret(tmp_path) -> Path:
-    """A private image beside the data root (and a VOC annotation for it, so VOC would read it too)."""
-    _write(tmp_path / "private" / "secret.xml", "<annotation><object><name>cat</name></object></annotation>")
-    return _image(tmp_path / "private" / "secret.jpg", 7)
-
-
-@pytest.mark.parametrize("how", ["climbs out with ..", "absolute path", "link inside that leads out"])
-@pytest.mark.parametrize("name, build, base, appends_jpg", LISTS, ids=[c[0] for c in LISTS])
-def test_an_annotation_entry_that_leads_out_of_the_data_set_is_refused_before_any_image_is_read(
-        tmp_path, name, build, base, appends_jpg, how):
-    secret, data = _secret(tmp_path), tmp_path / "data"
-    folder = data / base
-    target = secret.with_suffix("") if appends_jpg else secret
-    if how == "climbs out with ..":
-        entry = os.path.relpath(target, folder)
-    elif how == "absolute path":
-        entry = str(target)
-    else:
-        link = folder / ("cls" if name == "mit67" else "") / "link.jpg"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(secret)
-        entry = ("cls/" if name == "mit67" else "") + ("link" if appends_jpg else "link.jpg")
-        if name == "voc2007":
-            _write(folder.parent / "Annotations" / "link.xml", "<annotation></annotation>")
-    ds, split, annotation = build(data, entry)
-    with pytest.raises(UserError) as err:
-        ds.items(split)
-    msg = _one_line(err)
-    assert msg.startswith(f"{annotation}: the entry '{entry}")
-    assert {"climbs out with ..": "outside the data set's folder", "absolute path": "is an absolute path",
-            "link inside that leads out": "through a symbolic link"}[how] in msg
-
-
-def test_the_issues_revisitop_entry_is_refused_and_nothing_is_extracted(tmp_path, tiny):
-    from cnnbench.extract import extract_split
-
-    good = _image(tmp_path / "good" / "train" / "a" / "0.jpg")
-    ds, split, gnd = _roxford5k(tmp_path / "data", os.path.relpath(good.with_suffix(""), tmp_path / "data/roxford5k/jpg"))
-    with pytest.raises(UserError, match=r"gnd_roxford5k\.pkl: the entry '\.\./\.\./\.\./good/train/a/0\.jpg' names "):
-        extract_split(tiny, ds, split, tmp_path / "f" / "database.h5", progress=False)
-    assert not (tmp_path / "f" / "database.h5").exists()
-
-
-def test_linking_the_images_folder_or_the_whole_data_set_is_the_users_choice_and_fine(tmp_path):
-    store = write_revisitop(tmp_path / "disk") / "roxford5k"
-    data = tmp_path / "data"
-    (data / "roxford5k").mkdir(parents=True)
-    (data / "roxford5k" / "jpg").symlink_to(store / "jpg")  # images on another disk
-    (data / "roxford5k" / "gnd_roxford5k.pkl").write_bytes((store / "gnd_roxford5k.pkl").read_bytes())
-    assert len(plugins.create("dataset", "roxford5k", data_root=data).items("database")) == len(DB)
-    (tmp_path / "linked").mkdir()
-    (tmp_path / "linked" / "roxford5k").symlink_to(store)  # the whole data set linked in
-    assert len(plugins.create("dataset", "roxford5k", data_root=tmp_path / "linked").items("queries")) == 2
-
-
-def test_a_plugin_author_checks_entries_with_one_call(tmp_path):
-    from cnnbench.dataset import AnnotationError, path_inside, paths_inside
-
-    root = tmp_path / "set"
-    (root / "jpg").mkdir(parents=True)
-    outside = _image(tmp_path / "elsewhere.jpg")
-    (root / "jpg" / "out.jpg").symlink_to(outside)
-    listed = root / "list.txt"
-    assert paths_inside(root, ["a.jpg", "sub/b.jpg", "../list.txt", "missing.jpg"], annotation=listed,
-                        base=root / "jpg") == [root / "jpg" / "a.jpg", root / "jpg" / "sub/b.jpg",
-                                               root / "jpg" / "../list.txt", root / "jpg" / "missing.jpg"]
-    for entry, says in [("../../elsewhere.jpg", "outside the data set's folder"), (str(outside), "an absolute path"),
-                        ("out.jpg", "through a symbolic link"), ("", "not a file path"), ("a\0b", "not a file path")]:
-        with pytest.raises(AnnotationError, match=says):
-            path_inside(root, entry, annotation=listed, base=root / "jpg")
 
 
 # -- boxes and ids: one validator ------------------------------------------------------------------------

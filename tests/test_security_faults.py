@@ -1,4 +1,5 @@
-"""Security: hostile inputs never reach another program nor exhaust the machine.
+"""Security: hostile inputs never reach another program, exhaust the machine, or name files outside
+their data set.
 
 Organised by case of the fault report (issue 19); each section builds its hostile files byte by byte
 in ``tmp_path`` and runs them through the path the engine itself takes (``decode_batch``, and a real
@@ -25,11 +26,16 @@ from cnnbench import hookimpl, plugins, store
 from cnnbench.cli import main
 from cnnbench.dataset import Item
 from cnnbench.decode import decode_batch
+from cnnbench.errors import UserError
 from cnnbench.images import ImageDecodeError, load_image
 from cnnbench.preprocess import Preprocess
 from cnnbench.settings import ExtractSettings
 
 from conftest import ROOT, tiny_backbone, write_image
+from test_datasets_paper import _touch_image as _image
+from test_datasets_paper import _write
+from test_layout_faults import LISTS, _one_line, _roxford5k
+from test_revisited import DB, write_revisitop
 
 TINY = Preprocess(input_size=32, resize_size=36)
 
@@ -289,3 +295,78 @@ def test_jitter16_holds_a_few_full_size_images_at_a_time_not_all_sixteen(tmp_pat
     _, ok, skipped = decode_batch([Item("photo", photo)], TINY, _settings(views="jitter16"))
     assert ok and not skipped, skipped
     assert peak[0] <= 4 * 240 * 180, peak[0] / (240 * 180)
+
+
+# -- 3. ground truth never names a file outside its data set ----------------------------------------------
+
+
+def _secret(tmp_path) -> Path:
+    """A private image beside the data root (and a VOC annotation for it, so VOC would read it too)."""
+    _write(tmp_path / "private" / "secret.xml", "<annotation><object><name>cat</name></object></annotation>")
+    return _image(tmp_path / "private" / "secret.jpg", 7)
+
+
+@pytest.mark.parametrize("how", ["climbs out with ..", "absolute path", "link inside that leads out"])
+@pytest.mark.parametrize("name, build, base, appends_jpg", LISTS, ids=[c[0] for c in LISTS])
+def test_an_annotation_entry_that_leads_out_of_the_data_set_is_refused_before_any_image_is_read(
+        tmp_path, name, build, base, appends_jpg, how):
+    secret, data = _secret(tmp_path), tmp_path / "data"
+    folder = data / base
+    target = secret.with_suffix("") if appends_jpg else secret
+    if how == "climbs out with ..":
+        entry = os.path.relpath(target, folder)
+    elif how == "absolute path":
+        entry = str(target)
+    else:
+        link = folder / ("cls" if name == "mit67" else "") / "link.jpg"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(secret)
+        entry = ("cls/" if name == "mit67" else "") + ("link" if appends_jpg else "link.jpg")
+        if name == "voc2007":
+            _write(folder.parent / "Annotations" / "link.xml", "<annotation></annotation>")
+    ds, split, annotation = build(data, entry)
+    with pytest.raises(UserError) as err:
+        ds.items(split)
+    msg = _one_line(err)
+    assert msg.startswith(f"{annotation}: the entry '{entry}")
+    assert {"climbs out with ..": "outside the data set's folder", "absolute path": "is an absolute path",
+            "link inside that leads out": "through a symbolic link"}[how] in msg
+
+
+def test_the_issues_revisitop_entry_is_refused_and_nothing_is_extracted(tmp_path, tiny):
+    from cnnbench.extract import extract_split
+
+    good = _image(tmp_path / "good" / "train" / "a" / "0.jpg")
+    ds, split, gnd = _roxford5k(tmp_path / "data", os.path.relpath(good.with_suffix(""), tmp_path / "data/roxford5k/jpg"))
+    with pytest.raises(UserError, match=r"gnd_roxford5k\.pkl: the entry '\.\./\.\./\.\./good/train/a/0\.jpg' names "):
+        extract_split(tiny, ds, split, tmp_path / "f" / "database.h5", progress=False)
+    assert not (tmp_path / "f" / "database.h5").exists()
+
+
+def test_linking_the_images_folder_or_the_whole_data_set_is_the_users_choice_and_fine(tmp_path):
+    store = write_revisitop(tmp_path / "disk") / "roxford5k"
+    data = tmp_path / "data"
+    (data / "roxford5k").mkdir(parents=True)
+    (data / "roxford5k" / "jpg").symlink_to(store / "jpg")  # images on another disk
+    (data / "roxford5k" / "gnd_roxford5k.pkl").write_bytes((store / "gnd_roxford5k.pkl").read_bytes())
+    assert len(plugins.create("dataset", "roxford5k", data_root=data).items("database")) == len(DB)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "roxford5k").symlink_to(store)  # the whole data set linked in
+    assert len(plugins.create("dataset", "roxford5k", data_root=tmp_path / "linked").items("queries")) == 2
+
+
+def test_a_plugin_author_checks_entries_with_one_call(tmp_path):
+    from cnnbench.dataset import AnnotationError, path_inside, paths_inside
+
+    root = tmp_path / "set"
+    (root / "jpg").mkdir(parents=True)
+    outside = _image(tmp_path / "elsewhere.jpg")
+    (root / "jpg" / "out.jpg").symlink_to(outside)
+    listed = root / "list.txt"
+    assert paths_inside(root, ["a.jpg", "sub/b.jpg", "../list.txt", "missing.jpg"], annotation=listed,
+                        base=root / "jpg") == [root / "jpg" / "a.jpg", root / "jpg" / "sub/b.jpg",
+                                               root / "jpg" / "../list.txt", root / "jpg" / "missing.jpg"]
+    for entry, says in [("../../elsewhere.jpg", "outside the data set's folder"), (str(outside), "an absolute path"),
+                        ("out.jpg", "through a symbolic link"), ("", "not a file path"), ("a\0b", "not a file path")]:
+        with pytest.raises(AnnotationError, match=says):
+            path_inside(root, entry, annotation=listed, base=root / "jpg")
