@@ -8,6 +8,7 @@ the annotation file and the entry (a ``UserError``, which the command line print
 traceback). Entries that lead out of the data set are security faults: tests/test_security_faults.py,
 case 3.
 """
+
 from __future__ import annotations
 
 import json
