@@ -12,7 +12,7 @@ spatial sub-patches of ``--distractors`` Flowers-17 and 15-Scene images (a seede
 the database as distractors. Features: effnet-lite0, extracted once into ``--cache``. Exact spatial
 search against the default compressed index of :func:`cnnbench.ann.default_factory`.
 (c) The product path on the same files: :func:`cnnbench.evaluate.evaluate` on the cached Oxford
-features, the data set created with ``distractors=<part (a)'s distractor file>`` (appended to the
+features, evaluated with ``EvalOptions(distractors=<part (a)'s distractor file>)`` (appended to the
 database at evaluation, :mod:`cnnbench.retrieval`), the l2 head once with ``index: exact`` and once
 with ``index: faiss`` (part (a)'s factory, ``--nprobe``, ``--candidates``), ``pca_dim: null`` (part (a)
 ranks plain L2-normalised descriptors; the head's default PCA-whitening would not compare): mAP,
@@ -243,13 +243,13 @@ def product_head_params(args, index: str) -> dict:
 
 def part_product(args, index: str) -> None:
     """(c), one index kind per process: the product path, ``cnnbench.evaluate.evaluate`` on the
-    Oxford subset with the data-set option ``distractors`` naming part (a)'s distractor file."""
+    Oxford subset with the evaluation option ``distractors`` naming part (a)'s distractor file."""
     from cnnbench import plugins
     from cnnbench.evaluate import evaluate
+    from cnnbench.recipes import EvalOptions
 
     ox_dir, dis_path = _paths(args)
-    dataset = plugins.create("dataset", "oxford5k-subset", path=str(Path(args.data) / "oxford5k-subset"),
-                             distractors=str(dis_path))
+    dataset = plugins.create("dataset", "oxford5k-subset", path=str(Path(args.data) / "oxford5k-subset"))
     head = plugins.create("head", "l2", **product_head_params(args, index))
     from cnnbench import ann
 
@@ -266,7 +266,7 @@ def part_product(args, index: str) -> None:
     ann.build_index = timed_build
     before = peak_rss_mb()
     t0 = time.perf_counter()
-    result = evaluate(ox_dir, dataset, head, "l2")
+    result = evaluate(ox_dir, dataset, head, "l2", evaluation=EvalOptions(distractors=str(dis_path)))
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     m = result["metrics"]

@@ -1,4 +1,4 @@
-"""The ``cnnbench`` command: extract | evaluate | compare | show | plugins | datasets | layers."""
+"""The ``cnnbench`` command: extract | evaluate | compare | show | plugins | recipes | datasets | layers."""
 
 from __future__ import annotations
 
@@ -58,10 +58,19 @@ class Ctx:
             self._params = P.load(self.params_path, required=self._required)
         return self._params
 
-    def extract_settings(self, overrides: dict | None = None):
+    def recipe(self, name: str | None = None):
+        """``--recipe NAME`` (default: params.yaml's ``recipe:``) as a :class:`cnnbench.recipes.Recipe`."""
+        from .recipes import resolve
+
+        return resolve(name or self.params["recipe"], self.params)
+
+    def extract_settings(self, overrides: dict | None = None, recipe=None):
+        """params.yaml's ``extract:``, then ``recipe``'s extraction (of one data set:
+        :meth:`Recipe.for_dataset`), then the flags given (``overrides``, None: not given)."""
         from .settings import ExtractSettings
 
-        return ExtractSettings.from_mapping(self.params["extract"], overrides)
+        base = {**self.params["extract"], **(recipe.extract if recipe is not None else {})}
+        return ExtractSettings.from_mapping(base, overrides)
 
     def backbone(self, name: str, weights: str | None = None, extra: dict | None = None):
         opts = P.options_for(self.params, "backbone_options", name)
@@ -71,17 +80,37 @@ class Ctx:
         return plugins.create("backbone", name, **opts)
 
     def dataset(self, name: str, data_root: str | None = None, extra: dict | None = None):
+        from .recipes import EvalOptions
+
         opts = P.options_for(self.params, "dataset_options", name)
         opts.update(extra or {})
+        for key in EvalOptions.keys():  # they were data-set options once (-D shots=5)
+            if key in opts:
+                raise UserError(f"{key} is an evaluation option of the recipe: use -E {key}={_shown(opts[key])} or a "
+                                f"recipe (`cnnbench recipes`; params.yaml recipes: … evaluation:), not -D or "
+                                f"dataset_options.{name}")
         return plugins.create("dataset", name, data_root=P.data_root(self.params, data_root), **opts)
 
-    def head(self, name: str, extra: dict | None = None):
+    def head(self, name: str, extra: dict | None = None, recipe=None):
+        """params.yaml's ``head_options.<name>``, then ``recipe``'s for that head, then ``extra`` (-H)."""
         opts = P.options_for(self.params, "head_options", name)
+        opts.update(recipe.head_options(name) if recipe is not None else {})
         opts.update(extra or {})
         return plugins.create("head", name, **opts)
 
-    def features_dir(self, backbone: str, dataset: str) -> Path:
-        return Path(self.params["features_dir"]) / backbone / dataset
+    def features_dir(self, backbone: str, dataset: str, recipe=None) -> Path:
+        """``<features_dir>/<backbone>/<dataset>/<features key>``: named by what ``recipe`` (default:
+        params.yaml's ``recipe:``) extracts for ``dataset``, so recipes that extract alike share it."""
+        recipe = self.recipe() if recipe is None else recipe
+        key = recipe.features_key(dataset, self.params["extract"])
+        return Path(self.params["features_dir"]) / backbone / dataset / key
+
+
+def _shown(value) -> str:
+    """A value as it is typed after ``KEY=`` (YAML flow style: ``[1, 5]``)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -130,6 +159,33 @@ def plugins_cmd() -> None:
         console.print(f"[red]plugin {f.plugin!r} failed ({f.stage}): {f.error}[/red]")
     if failures:
         console.print("[yellow]the other plugins work; fix or uninstall the broken ones[/yellow]")
+
+
+@main.command("recipes")
+@pass_ctx
+def recipes_cmd(ctx: Ctx) -> None:
+    """List the recipes (built in, and params.yaml's recipes:), their paper row and what each sets."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .recipes import BUILTIN, names
+
+    t = Table(title=f"cnnbench recipes (default: {ctx.params['recipe']}; `--recipe NAME`, params.yaml recipe:)")
+    for col in ("recipe", "from", "paper row", "features", "extract", "heads", "evaluation", "per data set",
+                "description"):
+        t.add_column(col, overflow="fold")
+    for name in names(ctx.params):
+        r = ctx.recipe(name)
+        spec = r.to_json()
+        evaluation = {k: v for k, v in spec["evaluation"].items() if v not in ([], None) and
+                      (spec["evaluation"]["shots"] or not k.startswith("shots_"))}
+        compact = lambda v: json.dumps(v, separators=(", ", ": ")) if v else "-"  # noqa: E731
+        t.add_row(name, "built in" if name in BUILTIN else "params.yaml", r.paper_row or "(CNN-SVM's)",
+                  r.features_key("", ctx.params["extract"]), compact(spec["extract"]), compact(spec["heads"]),
+                  compact(evaluation), compact(spec["datasets"]), r.description)
+    Console(width=200).print(t)
 
 
 @main.group("datasets", invoke_without_command=True)
@@ -208,7 +264,9 @@ def layers_cmd(ctx: Ctx, backbone: str, weights: str | None) -> None:
 
 
 def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: Path | None = None, splits=(),
-             weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None):
+             weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None,
+             recipe=None):
+    """Every split (or ``splits``) of the data set into ``out`` (default: the recipe's feature folder)."""
     from .settings import resolve_device
 
     if settings.engine == "local":  # Ray workers pick their own devices
@@ -219,7 +277,7 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
         if split not in dataset.splits:
             raise UserError(f"--split {split!r}: data set {dataset_name!r} has splits {list(dataset.splits)}")
     backbone = ctx.backbone(backbone_name, weights, backbone_opts)
-    out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name)
+    out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name, recipe)
     results = []
     with _engine_session(settings):
         for split in splits or dataset.splits:
@@ -250,12 +308,27 @@ def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
     return res
 
 
+_RECIPE_HELP = "Recipe: the paper's method row and its settings (default: params recipe, cnn; see `cnnbench recipes`)."
+
+
+def _as_run(recipe, flags: dict | None = None, **overrides):
+    """``recipe`` (of one data set) as it runs: the extraction ``flags`` given that change the
+    features (the others only change the speed) and ``overrides`` (-H, -E) folded in, so that its
+    features key and the run record's ``recipe_spec`` say what was done."""
+    from .settings import FEATURE_KEYS
+
+    given = {k: v for k, v in (flags or {}).items() if k in FEATURE_KEYS and v is not None}
+    return recipe.with_overrides(extract=given, **overrides)
+
+
 @main.command("extract")
 @click.option("-b", "--backbone", required=True, help="Backbone name (see `cnnbench plugins`).")
 @click.option("-d", "--dataset", required=True, help="Data-set name (see `cnnbench datasets`).")
+@click.option("--recipe", help=_RECIPE_HELP + " Explicit flags override its extraction settings.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (default: all).")
 @click.option("--layer", "layers", multiple=True, help="Layer(s) to store (default: the backbone's).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: features/BACKBONE/DATASET).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (default: features/BACKBONE/DATASET/KEY, KEY the recipe's views: none, jitter16, …).")
 @click.option("--weights", help="Local weights file for the backbone.")
 @click.option("--data-root", help="Folder holding the data sets.")
 @click.option("--batch-size", type=int, help="Model inputs per batch (default 64).")
@@ -290,22 +363,25 @@ def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
-def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_root, batch_size, workers,
+def extract_cmd(ctx: Ctx, backbone, dataset, recipe, splits, layers, out, weights, data_root, batch_size, workers,
                 device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
                 fast_decode, engine, ray_address, num_workers, cpus_per_worker, gpus_per_worker, threads_per_worker, overwrite,
                 no_progress, dataset_opts, backbone_opts) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
-    settings = ctx.extract_settings({
+    flags = {
         "batch_size": batch_size, "workers": workers, "device": device, "layers": list(layers) or None,
         "views": views, "spatial_levels": spatial_levels, "box_scale": box_scale, "pooling": pooling,
         "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
         "fast_decode": fast_decode, "engine": engine, "ray_address": ray_address, "num_workers": num_workers,
         "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
         "threads_per_worker": threads_per_worker,
-    })
+    }
+    chosen = ctx.recipe(recipe).for_dataset(dataset)
+    settings = ctx.extract_settings(flags, chosen)  # every value checked here, named by its flag
+    chosen = _as_run(chosen, flags)
     _extract(ctx, backbone, dataset, settings, out=out, splits=splits, weights=weights, data_root=data_root,
              overwrite=overwrite, progress=not no_progress, dataset_opts=P.parse_assignments(dataset_opts, "-D"),
-             backbone_opts=P.parse_assignments(backbone_opts, "-B"))
+             backbone_opts=P.parse_assignments(backbone_opts, "-B"), recipe=chosen)
 
 
 # -- evaluate --------------------------------------------------------------------------------------------
@@ -314,9 +390,11 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
 @main.command("evaluate")
 @click.option("-b", "--backbone", required=True)
 @click.option("-d", "--dataset", required=True)
+@click.option("--recipe", help=_RECIPE_HELP + " -H overrides its head options, -E its evaluation options.")
 @click.option("--head", "heads", multiple=True, help="Head(s) (default: params heads).")
 @click.option("--layer", help="Stored layer to evaluate (default: the file's default).")
-@click.option("--features", type=click.Path(file_okay=False), help="Feature folder (default: features/BACKBONE/DATASET).")
+@click.option("--features", type=click.Path(file_okay=False),
+              help="Feature folder (default: features/BACKBONE/DATASET/KEY, KEY what the recipe extracts).")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Metrics folder (default: params metrics_dir).")
 @click.option("--data-root", help="Folder holding the data sets (used to extract missing features).")
 @click.option("--weights", help="Local weights file (used to extract missing features).")
@@ -324,40 +402,55 @@ def extract_cmd(ctx: Ctx, backbone, dataset, splits, layers, out, weights, data_
               help="Extract features first when their files are missing.")
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-H", "--head-option", "head_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-E", "--eval-option", "eval_opts", multiple=True, metavar="KEY=VALUE",
+              help="Evaluation option over the recipe's: shots=[1,5], shots_trials=5, shots_seed=0, "
+                   "distractors=revisitop1m.")
 @pass_ctx
-def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, data_root, weights,
-                 extract_missing, dataset_opts, head_opts) -> None:
-    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/HEAD.json (the numbers),
-    HEAD.run.json beside it (trials, options and the provenance of every number) and HEAD.outcomes.json
-    (what the head kept of each test image: for intervals, paired tests and `cnnbench show`)."""
-    from .evaluate import evaluate, write_results
+def evaluate_cmd(ctx: Ctx, backbone, dataset, recipe, heads, layer, features, out_dir, data_root, weights,
+                 extract_missing, dataset_opts, head_opts, eval_opts) -> None:
+    """Fit and score heads on stored features; writes metrics/BACKBONE/DATASET/RECIPE/HEAD.json (the
+    numbers), HEAD.run.json beside it (trials, options, the recipe and the provenance of every number)
+    and HEAD.outcomes.json (what the head kept of each test image: for intervals, paired tests and
+    `cnnbench show`)."""
+    from .evaluate import evaluate, result_path, write_results
     from .jsonio import writable_dir
     from .outcomes import path_for as outcomes_path
 
     d_opts, h_opts = P.parse_assignments(dataset_opts, "-D"), P.parse_assignments(head_opts, "-H")
+    e_opts = P.parse_assignments(eval_opts, "-E")
     ds = ctx.dataset(dataset, data_root, d_opts)
-    built = [(name, ctx.head(name, h_opts)) for name in heads or ctx.params["heads"]]  # bad options: fail now
+    names = heads or ctx.params["heads"]
+    chosen = ctx.recipe(recipe).for_dataset(dataset)
+    chosen = _as_run(chosen, heads={n: h_opts for n in names} if h_opts else None, evaluation=e_opts or None)
+    chosen.evaluation.check_for(ds, f"recipe {chosen.name}" + (" with -E" if e_opts else ""))
+    built = [(name, ctx.head(name, recipe=chosen)) for name in names]  # bad options: fail now
+    for name, head in built if heads else ():  # asked for by name: a head that cannot score it is a mistake
+        if ds.task not in head.tasks:
+            raise UserError(f"--head {name}: the {name} head scores {', '.join(head.tasks)} data sets; {dataset} is "
+                            f"{ds.task}: choose another head (`cnnbench plugins` lists them)")
     out_root = Path(out_dir or ctx.params["metrics_dir"])
-    writable_dir(out_root / backbone / dataset)  # before any work is spent on what goes there
-    feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset)
+    writable_dir(result_path(out_root, backbone, dataset, chosen.name, "x").parent)  # before any work is spent
+    feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset, chosen)
     missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
     bb = None
     if missing and extract_missing:
-        click.echo(f"features missing for {missing}; extracting first")
-        bb, _ = _extract(ctx, backbone, dataset, ctx.extract_settings(), out=feat_dir, splits=missing, weights=weights,
-                         data_root=data_root, dataset_opts=d_opts)
+        click.echo(f"features missing for {missing}; extracting first ({chosen.name}: views "
+                   f"{ctx.extract_settings(recipe=chosen).views})")
+        bb, _ = _extract(ctx, backbone, dataset, ctx.extract_settings(recipe=chosen), out=feat_dir, splits=missing,
+                         weights=weights, data_root=data_root, dataset_opts=d_opts, recipe=chosen)
     # what the features must hold, where it is known: the weights given, the images the data set lists
     expected = {"weights_sha256": (bb or ctx.backbone(backbone, weights)).weights_digest()} if weights else {}
+    expected["views"] = ctx.extract_settings(recipe=chosen).views  # the recipe's views, not a neighbour's folder
     check_ids = ds.present()
     for head_name, head in built:
         if ds.task not in head.tasks:
             click.echo(f"{head_name}: skipped (handles {', '.join(head.tasks)}, {dataset} is {ds.task})")
             continue
         record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone, expected=expected,
-                          check_ids=check_ids)
-        metrics_path, run_path = write_results(record, out_root / backbone / dataset / f"{head_name}.json")
+                          check_ids=check_ids, recipe=chosen)
+        metrics_path, run_path = write_results(record, result_path(out_root, backbone, dataset, chosen.name, head_name))
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
-        click.echo(f"{backbone} / {dataset} / {head_name}: {shown}  -> {metrics_path} "
+        click.echo(f"{backbone} / {dataset} / {chosen.name} / {head_name}: {shown}  -> {metrics_path} "
                    f"(+ {run_path.name}, {outcomes_path(metrics_path).name})")
 
 
@@ -366,15 +459,20 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 
 @main.command("compare")
 @click.option("--metrics", "metrics_dir", type=click.Path(file_okay=False), help="Metrics folder (default: params).")
-@click.option("--markdown", type=click.Path(dir_okay=False), help="Markdown output (default: REPORTS/compare.md).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV output (default: REPORTS/compare.csv).")
+@click.option("--markdown", type=click.Path(dir_okay=False),
+              help="Markdown output (default: compare.md beside the first output named, else in REPORTS).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="CSV output (default: compare.csv beside the first output named, else in REPORTS).")
 @click.option("--long-csv", type=click.Path(dir_okay=False),
-              help="One line per cell, for `dvc plots` (default: REPORTS/compare_long.csv).")
-@click.option("--png", type=click.Path(dir_okay=False), help="Bar chart (default: REPORTS/compare.png).")
+              help="One line per cell, for `dvc plots` (default: compare_long.csv beside the CSV).")
+@click.option("--png", type=click.Path(dir_okay=False),
+              help="Bar chart; fewshot.png, fewshot.md and layers.png go beside it (default: compare.png beside "
+                   "the first output named, else in REPORTS).")
 @click.option("--baseline",
-              help="Row the differences are measured against: a paper row or alias (CNN-SVM, CNN-ss, "
-                   "CNNaug-SVM) or a measured backbone name; 'none' for no differences "
-                   "(default: params compare.baseline, else the paper's CNN-SVM).")
+              help="What differences are taken against: 'paper' (each measured row against the paper row of its "
+                   "recipe's method: cnnaug against CNNaug-SVM), a paper row or alias (CNN-SVM, CNN-ss, "
+                   "CNNaug-SVM) or a measured row ('mynet', 'mynet · cnnaug') for every row; 'none' for no "
+                   "differences (default: params compare.baseline, else 'paper').")
 @click.option("--all-metrics", is_flag=True, default=None,
               help="Every metric, not only each data set's primary one (default: params compare.all_metrics).")
 @click.option("--no-paper", is_flag=True, help="Leave out the paper's rows.")
@@ -386,12 +484,15 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, heads, layer, features, out_dir, d
 def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseline, all_metrics, no_paper,
                 level, bootstrap) -> None:
     """Print the measured table beside the paper's numbers; write Markdown, CSV and a PNG chart."""
+    from . import paper
     from .compare import (
         build_table,
+        check_outputs,
         fewshot_curves,
         fewshot_markdown,
         layer_curves,
         load_records,
+        output_paths,
         render_fewshot_png,
         render_layers_png,
         render_terminal,
@@ -401,38 +502,35 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
     from .params import compare_statistics
 
     settings = ctx.params.get("compare") or {}
-    baseline = baseline or settings.get("baseline") or "paper: OverFeat CNN-SVM"
+    baseline = baseline or settings.get("baseline") or paper.DEFAULT_BASELINE
     all_metrics = bool(settings.get("all_metrics", False)) if all_metrics is None else all_metrics
     given = {k: v for k, v in {"level": level, "bootstrap": bootstrap}.items() if v is not None}
     level, n_boot, seed = compare_statistics("compare", {**settings, **given})  # bad options first
     metrics_dir = Path(metrics_dir or ctx.params["metrics_dir"])
-    reports = Path(ctx.params["reports_dir"])
-    markdown = markdown or reports / "compare.md"
-    csv_path = csv_path or reports / "compare.csv"
-    long_csv = long_csv or reports / "compare_long.csv"
-    png = png or reports / "compare.png"
-    for folder in sorted({reports, *(Path(p).parent for p in (markdown, csv_path, long_csv, png))}):
+    out = output_paths(ctx.params["reports_dir"], markdown=markdown, csv=csv_path, long_csv=long_csv, png=png)
+    for folder in sorted({p.parent for p in out.values()}):
         writable_dir(folder)  # every report is written, or none: checked before the table is built
     records = load_records(metrics_dir)
     if not records:
         raise CnnbenchError(f"no metrics JSON under {metrics_dir}; run `cnnbench evaluate` or `dvc repro` first")
+    check_outputs(out, records)
     table = build_table(records, all_metrics=all_metrics, with_paper=not no_paper,
                         baseline=None if baseline.lower() == "none" else baseline, level=level, bootstrap=n_boot,
                         seed=seed)
     render_terminal(table)
-    write_reports(table, markdown, csv_path, png=png, long_csv=long_csv)
-    click.echo(f"wrote {markdown}, {csv_path}, {long_csv} and {png}")
+    write_reports(table, out["markdown"], out["csv"], png=out["png"], long_csv=out["long_csv"])
+    click.echo(f"wrote {out['markdown']}, {out['csv']}, {out['long_csv']} and {out['png']}")
     curves = fewshot_curves(records, level)
     if curves:  # results with `shots`: the few-shot curve and its table
         from .jsonio import atomic_write_text
 
-        atomic_write_text(reports / "fewshot.md", fewshot_markdown(curves, level))
-        render_fewshot_png(curves, reports / "fewshot.png")
-        click.echo(f"wrote {reports / 'fewshot.md'} and {reports / 'fewshot.png'} (few-shot curves)")
+        atomic_write_text(out["fewshot_md"], fewshot_markdown(curves, level))
+        render_fewshot_png(curves, out["fewshot_png"])
+        click.echo(f"wrote {out['fewshot_md']} and {out['fewshot_png']} (few-shot curves)")
     per_layer = layer_curves(records)
     if per_layer:  # backbones evaluated on several layers: which one transfers best
-        render_layers_png(per_layer, reports / "layers.png")
-        click.echo(f"wrote {reports / 'layers.png'} (metric per layer)")
+        render_layers_png(per_layer, out["layers_png"])
+        click.echo(f"wrote {out['layers_png']} (metric per layer)")
 
 
 # -- show ------------------------------------------------------------------------------------------------
@@ -443,10 +541,13 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
 @click.option("-d", "--dataset", required=True)
 @click.option("--data-root", help="Folder holding the data sets (the images are drawn from there).")
 @click.option("--metrics-dir", type=click.Path(file_okay=False), help="Metrics folder (default: params metrics_dir).")
+@click.option("--recipe", help=_RECIPE_HELP + " Shows metrics/BACKBONE/DATASET/RECIPE/l2 (cnn: also the layout "
+                                               "before recipes, metrics/BACKBONE/DATASET/l2).")
 @click.option("--features-dir", type=click.Path(file_okay=False),
-              help="Feature folder, for the ground truth the evaluation read (default: features/BACKBONE/DATASET).")
+              help="Feature folder, for the ground truth the evaluation read (default: the one it read, as its run "
+                   "record names it).")
 @click.option("--out-dir", type=click.Path(file_okay=False),
-              help="Where the PNGs go (default: REPORTS/show/BACKBONE/DATASET).")
+              help="Where the PNGs go (default: REPORTS/show/BACKBONE/DATASET/RECIPE).")
 @click.option("--queries", type=click.IntRange(min=1), help="Only the first N queries (default: all).")
 @click.option("--query", "query_ids", multiple=True, metavar="ID", help="This query (repeatable).")
 @click.option("--worst", type=click.IntRange(min=1), help="The N queries with the lowest AP instead.")
@@ -454,17 +555,17 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
 @click.option("--sheet", is_flag=True, help="One sheet.png with every chosen query instead of one PNG each.")
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
-def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, features_dir, out_dir, queries, query_ids, worst,
-             trial, sheet, dataset_opts) -> None:
+def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, recipe, features_dir, out_dir, queries, query_ids,
+             worst, trial, sheet, dataset_opts) -> None:
     """Draw each query and its first results as the l2 head ranked them, framed green (positive),
     grey (junk) and red (negative), with the query's AP: where a retrieval number comes from."""
     from .show import show
 
+    recipe = ctx.recipe(recipe).name  # an unknown recipe: one line naming the known ones
     ds = ctx.dataset(dataset, data_root, P.parse_assignments(dataset_opts, "-D"))
-    out_dir = Path(out_dir) if out_dir else Path(ctx.params["reports_dir"]) / "show" / backbone / dataset
-    written = show(ds, backbone, metrics_dir or ctx.params["metrics_dir"],
-                   features_dir or ctx.features_dir(backbone, dataset), out_dir, query_ids=query_ids,
-                   queries=queries, worst=worst, sheet=sheet, trial=trial)
+    out_dir = Path(out_dir) if out_dir else Path(ctx.params["reports_dir"]) / "show" / backbone / dataset / recipe
+    written = show(ds, backbone, metrics_dir or ctx.params["metrics_dir"], features_dir, out_dir,
+                   query_ids=query_ids, queries=queries, worst=worst, sheet=sheet, trial=trial, recipe=recipe)
     where = written[0] if len(written) == 1 else f"{out_dir}/"
     click.echo(f"wrote {len(written)} PNG{'s' if len(written) != 1 else ''} -> {where}")
 

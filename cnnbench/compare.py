@@ -1,22 +1,28 @@
 """``cnnbench compare``: measured metrics beside the paper's published numbers.
 
-Rows are backbones (the paper's rows first, where a column has a published number); columns are
-(data set, head, metric). Values are percentages with their 95 % interval in square brackets
-(:mod:`cnnbench.stats`: a t-interval over the protocol's trials or few-shot draws where it has
-several, else a seeded bootstrap over the test images from the head's per-image outcomes);
-``± x`` (the standard deviation over trials) where no interval can be drawn. In each column the
-best measured row is compared with every other measured row on the same test images (McNemar for
-single-split accuracy, else a paired bootstrap); ``≈`` marks a row not significantly different from
-the best (p ≥ 1 − level).
+Rows are the paper's three methods (:mod:`cnnbench.paper`, where a column has a published number)
+and one measured row per (backbone, recipe): ``effnet-lite0`` when the backbone has only the
+default recipe ``cnn``, else ``effnet-lite0 · cnnaug`` (with `` [layer]`` where a backbone was
+evaluated on several layers). A result is (backbone, data set, recipe, head, layer): two results
+for one are refused, naming both files. Columns are (data set, head, metric). Values are
+percentages with their 95 % interval in square brackets (:mod:`cnnbench.stats`: a t-interval over
+the protocol's trials or few-shot draws where it has several, else a seeded bootstrap over the
+test images from the head's per-image outcomes); ``± x`` (the standard deviation over trials)
+where no interval can be drawn. In each column the best measured row is compared with every other
+measured row on the same test images (McNemar for single-split accuracy, else a paired bootstrap);
+``≈`` marks a row not significantly different from the best (p ≥ 1 − level).
 
-Every other row's value is followed by its difference to the *baseline* row in the same column
-(``(+1.2)``, percentage points; ``--baseline``: the paper's CNN-SVM row by default, a paper alias
-such as ``CNN-ss`` / ``CNNaug-SVM``, or a measured row's name). Outputs: a terminal table,
-Markdown, a wide CSV (values and differences), a long CSV (one row per cell: what ``dvc plots``
-reads) and a PNG bar chart grouped by data set with the paper's numbers as reference marks.
+Every measured row's value is followed by its difference (``(+1.2)``, percentage points) to the
+paper row of the same method (``--baseline paper``, the default: a ``cnnaug`` row against
+``paper: OverFeat CNNaug-SVM``, ``cnn-ss`` against ``paper: OverFeat CNN-ss``; the recipe's
+``paper_row``), or to one row for all (``--baseline``: a paper row or alias such as ``CNN-ss``, or
+a measured row's name). Outputs: a terminal table, Markdown, a wide CSV (values and differences),
+a long CSV (one row per cell with its recipe: what ``dvc plots`` reads) and a PNG bar chart grouped
+by data set, each bar marked with the paper's number of its method (:func:`chart_bars`).
 Results with few-shot metrics (``<metric>@<k>shot``, :mod:`cnnbench.fewshot`) also give a few-shot
-curve (the primary metric against shots, one line per backbone and head) as a PNG and a table;
+curve (the primary metric against shots, one line per row and head) as a PNG and a table;
 backbones evaluated on several stored layers give a per-layer plot (which layer transfers best).
+Where the outputs go: :func:`output_paths`.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paper, stats
-from .errors import CnnbenchError
+from .errors import CnnbenchError, UserError
 from .jsonio import ResultError, WriteError, atomic_write_text, writable_dir
+from .recipes import DEFAULT as DEFAULT_RECIPE
 
 log = logging.getLogger("cnnbench.compare")
 
@@ -42,6 +49,16 @@ Column = tuple[str, str, str]  # dataset, head, metric
 SHOWN_WITH = {"mAP_medium": ("mAP_hard",)}
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What a measured row is: one backbone's results with one recipe (on one layer), and the paper
+    row of its method (the recipe's ``paper_row``, :func:`cnnbench.paper.row_for`)."""
+    backbone: str
+    recipe: str
+    layer: str
+    paper_row: str
+
+
 @dataclass
 class Table:
     columns: list[Column]
@@ -49,23 +66,40 @@ class Table:
     values: dict[tuple[str, Column], float] = field(default_factory=dict)  # percent
     spread: dict[tuple[str, Column], float] = field(default_factory=dict)
     reference_rows: list[str] = field(default_factory=list)
-    baseline: str | None = None
+    baseline: str | None = None  # a row, paper.BY_METHOD (each row against its method's paper row), None
     intervals: dict[tuple[str, Column], "stats.Interval"] = field(default_factory=dict)  # percent
     best: dict[Column, str] = field(default_factory=dict)  # the best measured row of a column (when tested)
     paired: dict[tuple[str, Column], "stats.Paired"] = field(default_factory=dict)  # each other row vs the best
     level: float = stats.LEVEL
+    measured: dict[str, Measured] = field(default_factory=dict)  # measured row -> what it is
 
     def significant(self, row: str, col: Column) -> bool | None:
         """Whether ``row`` differs from its column's best row (None: not tested, or the best itself)."""
         res = self.paired.get((row, col))
         return None if res is None else res.p < 1 - self.level
 
+    @property
+    def by_method(self) -> bool:
+        return self.baseline == paper.BY_METHOD
+
+    def reference(self, row: str) -> str | None:
+        """The row ``row``'s differences are taken against: the baseline row, or by method the paper
+        row of the row's recipe (paper rows: none); None where it is not in the table, or is ``row``."""
+        if self.by_method:
+            ref = self.measured[row].paper_row if row in self.measured else None
+        else:
+            ref = self.baseline
+        return ref if ref in self.rows and ref != row else None
+
     def diff(self, row: str, col: Column) -> float | None:
-        """Row minus baseline in percentage points, where both have a value (None otherwise)."""
-        if self.baseline is None or row == self.baseline:
-            return None
-        v, b = self.values.get((row, col)), self.values.get((self.baseline, col))
-        return None if v is None or b is None else v - b
+        """Row minus its reference row in percentage points, where both have a value (None otherwise)."""
+        ref = self.reference(row)
+        v, b = self.values.get((row, col)), self.values.get((ref, col))
+        return None if ref is None or v is None or b is None else v - b
+
+    def recipe(self, row: str, col: Column) -> str:
+        """The recipe of a cell: its measured row's, or the paper's method of that number."""
+        return self.measured[row].recipe if row in self.measured else paper.RECIPE_OF_CELL.get((row, col), "")
 
     def cell(self, row: str, col: Column) -> str:
         v = self.values.get((row, col))
@@ -80,20 +114,29 @@ class Table:
         return text if d is None else f"{text} ({d:+.1f})"
 
     def set_baseline(self, name: str | None) -> None:
-        """Pick the reference row: a row name, a paper alias (``CNN-SVM``, ``CNN-ss``, ``CNNaug-SVM``)
-        or a backbone name; None: no differences."""
-        if name is None:
-            self.baseline = None
+        """Pick what differences are taken against: ``paper`` (each measured row against the paper row
+        of its method), a row name, a paper alias (``CNN-SVM``, ``CNN-ss``, ``CNNaug-SVM``), a backbone
+        or a measured row's name without its layer, where that names one row; None: no differences."""
+        if name is None or name.lower() == paper.BY_METHOD:
+            self.baseline = None if name is None else paper.BY_METHOD
             return
         resolved = paper.ALIASES.get(name.lower(), name)
         if resolved not in self.rows:
-            matches = [r for r in self.rows if r.split(" [")[0] == name]
+            matches = [r for r, m in self.measured.items() if name in (r.split(" [")[0], m.backbone)]
             if len(matches) != 1:
                 raise CnnbenchError(f"baseline {name!r} is not a row of this table; rows: {self.rows}"
-                                    f"{' (several layers match: name one)' if matches else ''}; paper aliases: "
-                                    f"{sorted(paper.ALIASES)}")
+                                    f"{' (several rows match: name one)' if matches else ''}; paper aliases: "
+                                    f"{sorted(paper.ALIASES)}, or {paper.BY_METHOD!r}: each row against the paper "
+                                    "row of its method")
             resolved = matches[0]
         self.baseline = resolved
+
+    def baseline_text(self) -> str:
+        """What the differences in brackets are taken against, in words ("": nothing)."""
+        if not self.by_method:
+            return self.baseline or ""
+        pairs = dict.fromkeys((m.recipe, m.paper_row) for m in self.measured.values() if m.paper_row in self.rows)
+        return "the paper row of the same method (" + "; ".join(f"{r}: {p}" for r, p in pairs) + ")" if pairs else ""
 
     @staticmethod
     def label(col: Column) -> str:
@@ -136,36 +179,87 @@ def dataset_label(rec: dict) -> str:
     return f"{rec['dataset']}+{name}" if name else rec["dataset"]
 
 
-def _row_name(rec: dict, multi_layer: set[str]) -> str:
-    return f"{rec['backbone']} [{rec['layer']}]" if rec["backbone"] in multi_layer else rec["backbone"]
+def recipe_of(rec: dict) -> str:
+    """The recipe a result was computed with: its run record's ``recipe`` (checked to be a name, and
+    ``cnn`` for a result of a cnnbench before recipes, by :func:`cnnbench.evaluate.check_record`)."""
+    return rec.get("recipe") or DEFAULT_RECIPE
+
+
+def paper_row_of(rec: dict) -> str:
+    """The paper row a result is compared with: its recipe's ``paper_row`` as the run record keeps it
+    (``recipe_spec``), else the built-in map of :mod:`cnnbench.paper` (CNN-SVM for a recipe it does not
+    name); a ``paper_row`` that names no paper row is one line naming the file."""
+    named = (rec.get("recipe_spec") or {}).get("paper_row")
+    row = paper.row_for(recipe_of(rec), named) if named is None or isinstance(named, str) else None
+    if row is None:
+        from .evaluate import _rerun
+        from .jsonio import describe
+
+        source = rec.get("_path") or "a result"
+        raise ResultError(f"{source}: recipe_spec['paper_row'] is {describe(named)}, not a paper row (one of "
+                          f"{sorted(paper.ROWS)}); {_rerun(Path(source), rec)}")
+    return row
+
+
+def row_label(m: Measured, recipes: set[str], multi_layer: bool = False) -> str:
+    """``backbone`` when the backbone has only the default recipe among the results, else
+    ``backbone · recipe``; `` [layer]`` added where it was evaluated on several layers."""
+    name = m.backbone if recipes == {DEFAULT_RECIPE} else f"{m.backbone} · {m.recipe}"
+    return f"{name} [{m.layer}]" if multi_layer else name
+
+
+def labelled(records: list[dict]) -> list[tuple[str, Measured, dict]]:
+    """(row label, what the row is, record) of every record, in the table's order (backbone, recipe:
+    ``cnn`` first, layer, data set, head). Two rows of one label (a backbone named ``a · b`` beside
+    recipe ``b`` of ``a``), and results of one recipe naming two paper rows, are one line naming
+    both files."""
+    recipes: dict[str, set[str]] = {}
+    layers: dict[str, set[str]] = {}
+    found = []
+    for rec in records:
+        m = Measured(rec["backbone"], recipe_of(rec), rec.get("layer") or "", paper_row_of(rec))
+        recipes.setdefault(m.backbone, set()).add(m.recipe)
+        layers.setdefault(m.backbone, set()).add(m.layer)
+        found.append((m, rec))
+    found.sort(key=lambda f: (f[0].backbone, f[0].recipe != DEFAULT_RECIPE, f[0].recipe, f[0].layer,
+                              f[1]["dataset"], f[1]["head"]))
+    out, first = [], {}
+    for m, rec in found:
+        label = row_label(m, recipes[m.backbone], len(layers[m.backbone]) > 1)
+        seen, other = first.setdefault(label, (m, rec))
+        if seen != m:
+            same = (seen.backbone, seen.recipe, seen.layer) == (m.backbone, m.recipe, m.layer)
+            why = (f"recipe {m.recipe} is compared with {seen.paper_row} in one and {m.paper_row} in the other; "
+                   "rerun the evaluations of that recipe" if same else
+                   f"both would be the row {label!r}; rename one backbone")
+            raise ResultError(f"{other.get('_path')} and {rec.get('_path')}: {why}")
+        out.append((label, m, rec))
+    return out
 
 
 def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool = True,
                 baseline: str | None = paper.DEFAULT_BASELINE, *, intervals: bool = True, level: float = stats.LEVEL,
                 bootstrap: int = stats.BOOTSTRAP, seed: int = stats.SEED) -> Table:
-    """``baseline``: the row differences are measured against (see :meth:`Table.set_baseline`);
-    the paper's default row is silently dropped when the table has no paper row. ``intervals``:
-    draw intervals and paired tests (:mod:`cnnbench.stats`) at ``level`` with ``bootstrap``
-    resamples seeded by ``seed``."""
+    """``baseline``: what differences are taken against (see :meth:`Table.set_baseline`; default: each
+    row against the paper row of its method); ``paper`` and the paper's CNN-SVM row (the default of
+    earlier versions) are silently dropped when the table has no paper row. ``intervals``: draw
+    intervals and paired tests (:mod:`cnnbench.stats`) at ``level`` with ``bootstrap`` resamples
+    seeded by ``seed``."""
     stats.check_resamples(bootstrap)
-    layers: dict[str, set[str]] = {}
-    for rec in records:
-        layers.setdefault(rec["backbone"], set()).add(rec.get("layer") or "")
-    multi_layer = {b for b, ls in layers.items() if len(ls) > 1}
     columns: list[Column] = []
     rows: list[str] = []
     table = Table(columns, rows, level=level)
     kept: dict[tuple[str, Column], tuple[dict, str]] = {}  # (row, column) -> its record and metric
-    for rec in sorted(records, key=lambda r: (r["backbone"], r.get("layer") or "", r["dataset"], r["head"])):
+    for row, what, rec in labelled(records):
         metrics = rec["metrics"]
         if all_metrics:
             names = [k for k in metrics if k != "C"]
         else:
             primary = rec.get("primary_metric") or next(iter(metrics), None)
             names = [primary, *SHOWN_WITH.get(primary, ())]
-        row = _row_name(rec, multi_layer)
         if row not in rows:
             rows.append(row)
+            table.measured[row] = what
         for m in names:
             if m not in metrics:
                 continue
@@ -174,8 +268,9 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
                 columns.append(col)
             if (row, col) in kept:
                 raise ResultError(f"{kept[(row, col)][0].get('_path')} and {rec.get('_path')} are both results of "
-                                  f"{row} on {col[0]} with {col[1]}: a table has one cell for them; compare each "
-                                  "on its own (--metrics), or remove the one that is not wanted")
+                                  f"{rec['backbone']} on {col[0]} with {col[1]} (recipe {recipe_of(rec)}, layer "
+                                  f"{rec.get('layer') or '-'}): a table has one cell for them; compare each on its "
+                                  "own (--metrics), or remove the one that is not wanted")
             table.values[(row, col)] = 100.0 * float(metrics[m])
             if rec.get("std", {}).get(m):
                 table.spread[(row, col)] = 100.0 * float(rec["std"][m])
@@ -191,7 +286,7 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
                 for col, v in hits.items():
                     table.values[(name, col)] = v
         table.rows[:0] = table.reference_rows
-    if baseline == paper.DEFAULT_BASELINE and baseline not in table.rows:
+    if baseline in (paper.BY_METHOD, paper.CNN_SVM) and not table.reference_rows:
         baseline = None
     table.set_baseline(baseline)
     return table
@@ -211,8 +306,8 @@ def to_markdown(table: Table) -> str:
     if table.paired:
         notes.append(f"≈: not significantly different from the best measured row of its column on the same test "
                      f"images (McNemar for single-split accuracy, else a paired bootstrap; p ≥ {1 - table.level:.2g}).")
-    if table.baseline:
-        notes.append(f"In brackets: difference to **{table.baseline}** (percentage points).")
+    if table.baseline_text():
+        notes.append(f"In brackets: difference to **{table.baseline_text()}** (percentage points).")
     if table.reference_rows:
         notes.append(f"Paper rows: {paper.CITATION}.")
     if notes:
@@ -225,8 +320,10 @@ def to_csv(table: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["backbone"] + [Table.label(c) for c in table.columns]
-    if table.baseline:
-        header += [f"{Table.label(c)} vs {table.baseline} (points)" for c in table.columns]
+    against = "the paper, same method" if table.by_method else table.baseline
+    differences = bool(table.baseline_text())
+    if differences:
+        header += [f"{Table.label(c)} vs {against} (points)" for c in table.columns]
     uncertain = bool(table.intervals or table.paired)
     if uncertain:
         for c in table.columns:
@@ -235,7 +332,7 @@ def to_csv(table: Table) -> str:
     for row in table.rows:
         vals = table.values
         line = [row] + ["" if (row, c) not in vals else f"{vals[(row, c)]:.2f}" for c in table.columns]
-        if table.baseline:
+        if differences:
             line += ["" if table.diff(row, c) is None else f"{table.diff(row, c):+.2f}" for c in table.columns]
         if uncertain:
             for c in table.columns:
@@ -247,11 +344,13 @@ def to_csv(table: Table) -> str:
 
 
 def to_long_csv(table: Table) -> str:
-    """One line per (row, column) with a value: what ``dvc plots show`` draws."""
+    """One line per (row, column) with a value: what ``dvc plots show`` draws. ``recipe``: the measured
+    row's, or the paper's method of that number (``cnnaug-ss`` for the retrieval cells of the CNNaug-SVM
+    row); ``baseline``: the row its difference is taken against."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone", "column", "dataset", "head", "metric", "value", "std", "ci_low", "ci_high", "ci_method",
-                "p_vs_best", "reference", "baseline", "difference"])
+    w.writerow(["backbone", "recipe", "column", "dataset", "head", "metric", "value", "std", "ci_low", "ci_high",
+                "ci_method", "p_vs_best", "reference", "baseline", "difference"])
     for row in table.rows:
         for c in table.columns:
             v = table.values.get((row, c))
@@ -259,17 +358,53 @@ def to_long_csv(table: Table) -> str:
                 continue
             d = table.diff(row, c)
             ci, res = table.intervals.get((row, c)), table.paired.get((row, c))
-            w.writerow([row, f"{c[0]} {c[1]} {c[2]}", *c, f"{v:.2f}", f"{table.spread.get((row, c), 0.0):.2f}",
+            w.writerow([row, table.recipe(row, c), f"{c[0]} {c[1]} {c[2]}", *c, f"{v:.2f}", f"{table.spread.get((row, c), 0.0):.2f}",
                         "" if ci is None else f"{ci.low:.2f}", "" if ci is None else f"{ci.high:.2f}",
                         "" if ci is None else ci.method, "" if res is None else f"{res.p:.4g}",
-                        "paper" if row in table.reference_rows else "measured", table.baseline or "",
+                        "paper" if row in table.reference_rows else "measured",
+                        (table.reference(row) or "") if d is not None else "",
                         "" if d is None else f"{d:+.2f}"])
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One bar of compare.png: a measured cell at ``x``, its whiskers (below, above) and the paper's
+    number of the same method (its row's paper row: the black mark over the bar; None: unpublished)."""
+    row: str
+    column: Column
+    x: float
+    value: float
+    err: tuple[float, float]
+    paper_row: str | None
+    paper_value: float | None
+
+
+def chart_bars(table: Table) -> list[Bar]:
+    """The bars of :func:`render_png`: one group per column (columns are in data-set order), one bar
+    per measured row with a value there, in row order."""
+    measured = [r for r in table.rows if r not in table.reference_rows]
+    width = 0.8 / max(1, len(measured))
+    bars = []
+    for j, row in enumerate(measured):
+        ref = table.measured[row].paper_row if row in table.measured else None
+        ref = ref if ref in table.reference_rows else None
+        for i, c in enumerate(table.columns):
+            v = table.values.get((row, c))
+            if v is None:
+                continue
+            ci = table.intervals.get((row, c))  # the interval where there is one, else ± std
+            s = table.spread.get((row, c), 0.0)
+            err = (max(0.0, v - ci.low), max(0.0, ci.high - v)) if ci else (s, s)
+            pv = table.values.get((ref, c)) if ref else None
+            bars.append(Bar(row, c, i - 0.4 + width * (j + 0.5), v, err, ref if pv is not None else None, pv))
+    return bars
+
+
 def render_png(table: Table, path: str | os.PathLike) -> None:
-    """Bar chart: one group per (data set, head, metric), one bar per measured row, the paper's rows
-    as horizontal reference marks across the group; written with matplotlib's Agg backend."""
+    """Bar chart (:func:`chart_bars`): one group per (data set, head, metric), data sets divided by a
+    thin line, one bar per measured row, and over each bar a black mark at the paper's number of the
+    bar's method (line style: which paper row); written with matplotlib's Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -277,46 +412,42 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
 
     measured = [r for r in table.rows if r not in table.reference_rows]
     cols = table.columns
-    n_bars = max(1, len(measured))
-    width = 0.8 / n_bars
+    width = 0.8 / max(1, len(measured))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) + 2.5), 4.8), dpi=120)
     cmap = plt.get_cmap("tab10")
+    bars = chart_bars(table)
     for j, row in enumerate(measured):
-        xs, hs, errs = [], [], []
-        for i, c in enumerate(cols):
-            v = table.values.get((row, c))
-            if v is None:
-                continue
-            xs.append(i - 0.4 + width * (j + 0.5))
-            hs.append(v)
-            ci = table.intervals.get((row, c))  # the interval where there is one, else ± std
-            s = table.spread.get((row, c), 0.0)
-            errs.append((max(0.0, v - ci.low), max(0.0, ci.high - v)) if ci else (s, s))
+        mine = [b for b in bars if b.row == row]
+        errs = [b.err for b in mine]
         yerr = list(zip(*errs)) if any(e for pair in errs for e in pair) else None
-        bars = ax.bar(xs, hs, width * 0.9, yerr=yerr, capsize=3, color=cmap(j % 10), label=row, zorder=2)
-        for b, v, (_, up) in zip(bars, hs, errs):  # the label above the whisker, not across it
-            ax.text(b.get_x() + b.get_width() / 2, v + up + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-    styles = ["-", "--", ":", "-."]
-    for k, row in enumerate(table.reference_rows):
-        first = True
-        for i, c in enumerate(cols):
-            v = table.values.get((row, c))
-            if v is None:
-                continue
-            ax.hlines(v, i - 0.45, i + 0.45, colors="black", linestyles=styles[k % len(styles)], linewidth=1.6,
-                      label=row if first else None, zorder=3)
-            first = False
+        drawn = ax.bar([b.x for b in mine], [b.value for b in mine], width * 0.9, yerr=yerr, capsize=3,
+                       color=cmap(j % 10), label=row, zorder=2)
+        for rect, b in zip(drawn, mine):  # the label above the whisker and the paper's mark, not across them
+            top = max(b.value + b.err[1], b.paper_value if b.paper_value is not None else 0.0)
+            ax.text(rect.get_x() + rect.get_width() / 2, top + 1, f"{b.value:.1f}", ha="center", va="bottom",
+                    fontsize=7)
+    styles = dict(zip(paper.ROWS, ["-", "--", ":"]))
+    named = set()
+    for b in bars:
+        if b.paper_value is None:
+            continue
+        ax.hlines(b.paper_value, b.x - width * 0.5, b.x + width * 0.5, colors="black", linewidth=1.8, zorder=3,
+                  linestyles=styles.get(b.paper_row, "-."), label=None if b.paper_row in named else b.paper_row)
+        named.add(b.paper_row)
+    for i in range(1, len(cols)):
+        if cols[i][0] != cols[i - 1][0]:
+            ax.axvline(i - 0.5, color="0.85", linewidth=0.8, zorder=1)
     ax.set_xticks(range(len(cols)))
     ax.set_xticklabels([f"{c[0]}\n{c[1]} · {c[2]}" for c in cols], fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.set_xlim(-0.6, len(cols) - 0.4)
     ax.grid(axis="y", alpha=0.3, zorder=0)
-    title = "cnnbench: measured (bars) vs the paper (black marks)"
+    title = "cnnbench: measured (bars) vs the paper's same method (black marks)"
     if table.intervals:
         title += f"; whiskers: {100 * table.level:g} % intervals"
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, n_bars + len(table.reference_rows)),
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=max(1, min(3, len(measured) + len(named))),
               frameon=False)
     save_figure(fig, path)
 
@@ -381,8 +512,8 @@ def render_terminal(table: Table) -> None:
     from rich.table import Table as RichTable
 
     title = "cnnbench: frozen features vs the paper (values in %)"
-    if table.baseline:
-        title += f"\n(in brackets: difference to {table.baseline}, points)"
+    if table.baseline_text():
+        title += f"\n(in brackets: difference to {table.baseline_text()}, points)"
     t = RichTable(title=title)
     t.add_column("backbone", style="bold")
     for c in table.columns:
@@ -391,6 +522,51 @@ def render_terminal(table: Table) -> None:
         style = "bold cyan" if row == table.baseline else ("dim" if row in table.reference_rows else None)
         t.add_row(row, *[table.cell(row, c) for c in table.columns], style=style)
     Console(width=max(100, 24 * (len(table.columns) + 1))).print(t)
+
+
+# what each output is, as the user names it, and its file name where it is not named
+OUTPUTS = {"markdown": ("--markdown", "compare.md"), "csv": ("--csv", "compare.csv"),
+           "long_csv": ("--long-csv", "compare_long.csv"), "png": ("--png", "compare.png"),
+           "fewshot_md": ("the few-shot table", "fewshot.md"), "fewshot_png": ("the few-shot curves", "fewshot.png"),
+           "layers_png": ("the per-layer plot", "layers.png")}
+
+
+def output_paths(reports_dir: str | os.PathLike, *, markdown=None, csv=None, long_csv=None, png=None) -> dict[str, Path]:
+    """Where each of compare's outputs (:data:`OUTPUTS`) goes. Nothing named: all in ``reports_dir``.
+    Else each goes where it is named, or beside the one it belongs with: the long CSV beside ``csv``,
+    the few-shot and layer files beside ``png``, the others beside the first one named (markdown, csv,
+    png, long CSV): none into ``reports_dir`` or the current folder. Two outputs at one path, one
+    overwriting the other, are one line."""
+    named = {k: Path(v) for k, v in {"markdown": markdown, "csv": csv, "long_csv": long_csv, "png": png}.items() if v}
+    home = next(iter(named.values())).parent if named else Path(reports_dir)
+    out = {k: named.get(k, home / OUTPUTS[k][1]) for k in ("markdown", "csv", "png")}
+    out["long_csv"] = named.get("long_csv", out["csv"].parent / OUTPUTS["long_csv"][1])
+    for k in ("fewshot_md", "fewshot_png", "layers_png"):
+        out[k] = out["png"].parent / OUTPUTS[k][1]
+    seen: dict[str, str] = {}
+    for k, path in out.items():
+        other = seen.setdefault(os.path.abspath(path), k)
+        if other != k:
+            raise UserError(f"{OUTPUTS[other][0]} and {OUTPUTS[k][0]} would both be written to {path}; give each "
+                                "output a file of its own")
+    return out
+
+
+def check_outputs(paths: dict[str, Path], records: list[dict]) -> None:
+    """No output overwrites a file of a result being read (``--csv metrics/b/d/cnn/svm.json``)."""
+    from .evaluate import run_record_path
+    from .outcomes import path_for
+
+    files = {}
+    for rec in records:
+        if rec.get("_path"):
+            for part in (Path(rec["_path"]), run_record_path(rec["_path"]), path_for(rec["_path"])):
+                files[os.path.realpath(part)] = rec["_path"]
+    for k, path in paths.items():
+        hit = files.get(os.path.realpath(path))
+        if hit:
+            raise UserError(f"{OUTPUTS[k][0]} {path} is a file of the result {hit}: writing there would destroy "
+                                "it; choose another path")
 
 
 def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: str | os.PathLike | None,
@@ -411,13 +587,14 @@ Curve = list[tuple[int, float, float, float | None, float | None]]  # (shots, me
 
 
 def fewshot_curves(records: list[dict], level: float = stats.LEVEL) -> dict[tuple[str, str], dict[str, Curve]]:
-    """``{(dataset, metric): {"backbone · head": [(k, mean, std, low, high), ...]}}`` for each record's
-    primary metric, from its ``<metric>@<k>shot`` entries (and ``…_std``); ``low``/``high``: the
+    """``{(dataset, metric): {"row · head": [(k, mean, std, low, high), ...]}}`` for each record's
+    primary metric, from its ``<metric>@<k>shot`` entries (and ``…_std``); the row as the table labels
+    it (:func:`labelled`: with its recipe where the backbone has several); ``low``/``high``: the
     t-interval over the run record's draws (None when it lists none)."""
     from .fewshot import split_metric_name
 
     curves: dict[tuple[str, str], dict[str, Curve]] = {}
-    for rec in records:
+    for row, _, rec in labelled(records):
         metrics = rec["metrics"]
         primary = rec.get("primary_metric") or next(iter(metrics), None)
         draws = (rec.get("fewshot") or {}).get("draws", [])
@@ -430,7 +607,7 @@ def fewshot_curves(records: list[dict], level: float = stats.LEVEL) -> dict[tupl
                 low, high = (None, None) if ci is None else (max(0.0, 100 * ci.low), min(100.0, 100 * ci.high))
                 points.append((parsed[1], 100.0 * float(value), 100.0 * float(std), low, high))
         if points:
-            label = f"{rec['backbone']} · {rec['head']}"
+            label = f"{row} · {rec['head']}"
             curves.setdefault((dataset_label(rec), primary), {})[label] = sorted(points)
     return curves
 
@@ -497,28 +674,29 @@ def _natural(name: str) -> list:
 
 
 def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, list[tuple[str, float]]]]:
-    """``{(dataset, head, metric): {backbone: [(layer, %), ...]}}`` for backbones evaluated on more
-    than one layer (``cnnbench extract --layer A --layer B``, ``evaluate --layer``), layers in natural
-    order (``blocks.2`` before ``blocks.10``)."""
+    """``{(dataset, head, metric): {row: [(layer, %), ...]}}`` for rows (backbone, recipe: labelled as
+    the table does, without the layer) evaluated on more than one layer (``cnnbench extract --layer A
+    --layer B``, ``evaluate --layer``), layers in natural order (``blocks.2`` before ``blocks.10``)."""
     per: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
-    for rec in records:
-        layer = rec.get("layer")
+    for label, m, rec in labelled(records):
+        layer = m.layer
         if not layer:
             continue
         primary = rec.get("primary_metric") or next(iter(rec["metrics"]), None)
         if primary in rec["metrics"]:
-            per.setdefault((dataset_label(rec), rec["head"], primary), {}).setdefault(rec["backbone"], {})[layer] = (
+            line = label.removesuffix(f" [{layer}]")
+            per.setdefault((dataset_label(rec), rec["head"], primary), {}).setdefault(line, {})[layer] = (
                 100.0 * float(rec["metrics"][primary]))
     out = {}
-    for key, backbones in per.items():
-        multi = {b: sorted(ls.items(), key=lambda kv: _natural(kv[0])) for b, ls in backbones.items() if len(ls) > 1}
+    for key, lines in per.items():
+        multi = {b: sorted(ls.items(), key=lambda kv: _natural(kv[0])) for b, ls in lines.items() if len(ls) > 1}
         if multi:
             out[key] = multi
     return out
 
 
 def render_layers_png(curves: dict, path: str | os.PathLike) -> None:
-    """One panel per (data set, head, metric): the metric per stored layer, one line per backbone."""
+    """One panel per (data set, head, metric): the metric per stored layer, one line per row."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

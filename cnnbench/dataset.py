@@ -8,8 +8,6 @@ re-splits (e.g. Flowers-17's three random 40/20/20 splits) need no re-extraction
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import numbers
 import os
@@ -64,21 +62,9 @@ class Dataset:
     box_scale: float = 1.0  # items' boxes are enlarged by this factor before cropping (CUB, H3D: 1.5)
     box_scale_fixed: bool = False  # the protocol fixes box_scale (revisited Oxford/Paris): no override
     downloads: tuple = ()  # cnnbench.download.Download entries: the official files, for `cnnbench datasets download`
-    fewshot = None  # a cnnbench.fewshot.FewShot when the options ``shots`` (…) are given; see __init_subclass__
-    distractors: str | None = None  # retrieval: the ``distractors`` option (cnnbench.retrieval.Distractors)
-    distractor_set: bool = False  # a set only ever appended to others' databases (revisitop1m): no distractors
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        """Every data set accepts the few-shot options (``shots``, ``shots_trials``, ``shots_seed``,
-        :mod:`cnnbench.fewshot`) and ``distractors`` (retrieval data sets: a feature file or data set
-        appended to the database at evaluation, :class:`cnnbench.retrieval.Distractors`) beside its
-        own: they are taken off before its constructor runs, so no plugin needs to know them, and its
-        signature shows them. Neither enters :meth:`options`, which is part of every feature file's
-        signature: they change how stored features are evaluated, not the features, so giving them
-        re-extracts nothing; the run record keeps them (``fewshot``, ``provenance.distractors``)."""
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _accepting_fewshot(cls.__dict__["__init__"])
+    # a set only ever appended to others' databases (revisitop1m): the evaluation option ``distractors``
+    # (cnnbench.recipes.EvalOptions) may not name it as the evaluated set
+    distractor_set: bool = False
 
     def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:
         """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``."""
@@ -126,74 +112,19 @@ class Dataset:
 
     def check(self) -> None:
         for path in self.required_paths():
-            if not path.exists():
+            if not path.exists():  # the first line says it all (a `dvc repro` stops on it); the layout follows
+                get = (f"get it with `cnnbench datasets download {self.name}`" if self.downloads else
+                       f"no automatic download: unpack it there from {self.url or '(see the plugin docs)'}")
                 raise MissingDataError(
-                    f"data set {self.name!r}: {path} does not exist.\n"
+                    f"data set {self.name!r} is not in {self.root} ({path} does not exist): {get}, or point "
+                    "cnnbench at the folder that holds it with --data-root, CNNBENCH_DATA or params.yaml's data_root.\n"
                     f"Expected layout under {self.root}:\n{self.layout or '(see the plugin docs)'}\n"
-                    f"Get it from: {self.url or '(see the plugin docs)'}\n"
-                    "Point cnnbench at the folder that holds it with --data-root, CNNBENCH_DATA or "
-                    "params.yaml's data_root."
+                    f"Get it from: {self.url or '(see the plugin docs)'}"
                 )
 
     def _require_split(self, split: str) -> None:
         if split not in self.splits:
             raise ValueError(f"data set {self.name!r} has splits {list(self.splits)}, not {split!r}")
-
-
-GENERIC_KEYS = ("distractors",)  # besides cnnbench.fewshot.KEYS: options every data set accepts
-
-
-def _accepting_fewshot(init):
-    """``init`` that also takes the few-shot options and ``distractors``; the outermost constructor
-    checks and keeps them."""
-    from . import fewshot as F
-
-    if getattr(init, "_takes_fewshot", False):
-        return init
-
-    @functools.wraps(init)
-    def wrapper(self, *args, **kwargs):
-        given = {k: kwargs.pop(k) for k in F.KEYS if k in kwargs}
-        distractors = kwargs.pop("distractors", None)
-        init(self, *args, **kwargs)
-        if distractors is not None:
-            self.distractors = _distractors_option(self, distractors)
-        if given:  # an inner (super().__init__) call never gets them: the outer one took them off
-            name = getattr(self, "name", "") or type(self).__name__
-            spec = F.parse(name, **given)
-            if spec is not None and getattr(self, "task", "multiclass") != "multiclass":
-                raise UserError(f"{name}: shots: few-shot evaluation draws k images per class, which needs a "
-                                f"multi-class data set; {name} is {self.task}; leave shots out")
-            self.fewshot = spec
-
-    sig = inspect.signature(init)
-    params = list(sig.parameters.values())
-    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None) for k in (*F.KEYS, *GENERIC_KEYS)
-             if k not in sig.parameters]
-    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
-    wrapper.__signature__ = sig.replace(parameters=params[:at] + extra + params[at:])
-    wrapper._takes_fewshot = True
-    return wrapper
-
-
-def _distractors_option(dataset: "Dataset", value) -> str:
-    """``distractors``: a data-set name or the path of a feature file / folder, for a retrieval data set."""
-    name = getattr(dataset, "name", "") or type(dataset).__name__
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not (isinstance(value, str) and value.strip()):
-        raise UserError(f"{name}: distractors: {value!r} is not allowed; expected a data-set name (revisitop1m), a "
-                        "feature file (features/<backbone>/revisitop1m/database.h5) or its folder")
-    if getattr(dataset, "distractor_set", False):
-        raise UserError(f"{name}: distractors: {name} is itself a distractor set; give distractors={name} to the "
-                        "retrieval data set you evaluate (roxford5k, rparis6k, oxford5k, paris6k, holidays, …)")
-    if getattr(dataset, "task", "multiclass") != "retrieval":
-        raise UserError(f"{name}: distractors: distractor images are appended to a retrieval database; {name} is a "
-                        f"{dataset.task} data set; leave distractors out")
-    return value.strip()
-
-
-Dataset.__init__ = _accepting_fewshot(Dataset.__init__)
 
 
 # -- what an annotation file may say --------------------------------------------------------------

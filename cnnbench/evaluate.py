@@ -3,14 +3,15 @@
 Needs nothing but the feature files: labels and ids come from them, and the data set's
 :meth:`~cnnbench.dataset.Dataset.trials` only re-partitions stored rows.
 
-:func:`write_results` writes three files per (backbone, data set, head), one unit:
+:func:`write_results` writes three files per (backbone, data set, recipe, head), one unit, at
+``metrics/<backbone>/<dataset>/<recipe>/`` (:func:`result_path`):
 
 ``<head>.json``, the **metrics**: one flat object of numbers, each the mean over the protocol's
 trials, plus ``<name>_std`` (their standard deviation) when there are several trials::
 
     {"accuracy": 0.947, "accuracy_std": 0.004, "mean_class_accuracy": 0.946, "mean_class_accuracy_std": 0.005}
 
-With the data-set option ``shots`` (:mod:`cnnbench.fewshot`) it also holds ``<metric>@<k>shot`` and
+With the evaluation option ``shots`` (:mod:`cnnbench.fewshot`, :class:`cnnbench.recipes.EvalOptions`) it also holds ``<metric>@<k>shot`` and
 ``<metric>@<k>shot_std`` per k: the mean and spread over every seeded draw of every trial; the run
 record's ``fewshot`` keeps the options and each draw's scores and drawn-ids SHA-256.
 
@@ -26,7 +27,8 @@ test item per trial (its 0/1 hit, decision values, a query's AP and first result
 Always written (with no trials for a head that keeps none), so DVC can declare it.
 
 ``<head>.run.json``, the **run record**, beside it: what the numbers are and where they came
-from. Backbone, data set, head, layer, task, primary metric, every trial's results, breakdowns,
+from. Backbone, data set, recipe (``recipe``, and its resolved contents ``recipe_spec``; a record
+without them is of recipe ``cnn``), head, layer, task, primary metric, every trial's results, breakdowns,
 head parameters, data-set options, skipped images, and ``provenance``: package versions, the
 distribution and version of the plugin behind the backbone, the data set and the head, and per
 feature file its runtime and the SHA-256 of its extraction signature. Sorted keys and no
@@ -56,10 +58,13 @@ from . import outcomes as OUTCOMES
 from .dataset import Dataset
 from .errors import CnnbenchError, UserError
 from .head import FeatureSet, Head
+from .recipes import BUILTIN as BUILTIN_RECIPES
+from .recipes import DEFAULT as DEFAULT_RECIPE
+from .recipes import EvalOptions, Recipe
 from .jsonio import (ResultError, atomic_write_text, beside, describe, dumps, file_fingerprint, fingerprint, parse,
                      read_bytes, write_json)
 
-RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<head>.json -> <head>.run.json beside it
+RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<recipe>/<head>.json -> <head>.run.json beside it
 STD_SUFFIX = "_std"
 UNIT = "unit"  # the run record's key for the size and SHA-256 of the metrics and outcomes files written with it
 MAX_RECORD_BYTES = 64 << 20  # metrics files and run records: cnnbench writes kilobytes (few-shot draws: a few MB)
@@ -95,7 +100,7 @@ def _gather(sets: dict[str, FeatureSet], selection: dict[str, np.ndarray | None]
 
 def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head_name: str,
              layer: str | None = None, *, backbone: str | None = None, expected: dict | None = None,
-             check_ids: bool = False) -> dict:
+             check_ids: bool = False, evaluation: EvalOptions | None = None, recipe: Recipe | None = None) -> dict:
     """Run every trial of the data set's protocol. Returns the run record plus ``metrics`` and
     ``std`` (means and spreads over trials, breakdowns included), the shape :func:`read_results`
     gives back; :func:`write_results` splits it into the files. ``backbone``: the name the user
@@ -105,15 +110,21 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     and ``backbone``, of the same backbone, weights and settings as the other splits, and holds the
     ``expected`` attributes (the caller's knowledge, e.g. the weights' digest); with ``check_ids`` its
     images (stored and skipped) are the ones the data set lists now (other data-set options, an image
-    added since: other images)."""
+    added since: other images). ``evaluation``: the few-shot draws and distractors
+    (:class:`cnnbench.recipes.EvalOptions`; default: ``recipe``'s, else none); ``recipe``: the
+    recipe the result is of, named with its contents in the record (``recipe``, ``recipe_spec``)."""
     from . import store  # here, not at the top: compare reads results without h5py
+
+    evaluation = evaluation or (recipe.evaluation if recipe is not None else EvalOptions())
+    evaluation.check_for(dataset, f"recipe {recipe.name}" if recipe is not None else "evaluation")
 
     features_dir = Path(features_dir)
     infos = {split: store.open_info(features_dir / f"{split}.h5") for split in dataset.splits}
     info = infos[dataset.splits[0]]
     backbone = backbone or info.attrs.get("backbone")
-    fix = (f"extract them again (`cnnbench extract -b {backbone} -d {dataset.name} --overwrite`) or point --features "
-           f"at the folder that holds them")
+    named = f" --recipe {recipe.name}" if recipe is not None and recipe.name != DEFAULT_RECIPE else ""
+    fix = (f"extract them again (`cnnbench extract -b {backbone} -d {dataset.name}{named} --overwrite`) or point "
+           f"--features at the folder that holds them")
     for split, i in infos.items():
         check_features(i, {"dataset": dataset.name, "split": split, "backbone": backbone, **(expected or {})},
                        "evaluate asked for", fix)
@@ -125,7 +136,7 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     trials = dataset.trials({split: fs.labels for split, fs in sets.items()})
     from .retrieval import open_distractors
 
-    distractors = open_distractors(dataset, features_dir, infos, sets, layer)  # option `distractors` (R1M), or None
+    distractors = open_distractors(dataset, features_dir, infos, sets, layer, evaluation.distractors)  # R1M, or None
     per_trial, kept = [], []
     for trial in trials:
         train, test = _gather(sets, trial.train, trial.validation), _gather(sets, trial.test)
@@ -142,8 +153,8 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     means = {k: float(np.mean([t[k] for t in per_trial])) for k in keys}
     spread = {k: float(np.std([t[k] for t in per_trial])) for k in keys} if len(per_trial) > 1 else {}
     skipped = sum(i.attrs.get("n_skipped", 0) for i in infos.values())
-    fewshot = getattr(dataset, "fewshot", None)
-    extra = {}
+    fewshot = evaluation.fewshot
+    extra = {"recipe": recipe.name, "recipe_spec": recipe.to_json()} if recipe is not None else {}
     if fewshot is not None:
         shot_means, shot_spread, extra["fewshot"] = _fewshot(sets, trials, dataset, head, fewshot)
         means.update(shot_means)
@@ -298,6 +309,11 @@ def _plugin(kind: str, name: str | None, obj: object = None) -> dict:
 
 
 # -- the three files: one unit ---------------------------------------------------------------------------
+
+
+def result_path(metrics_dir: str | os.PathLike, backbone: str, dataset: str, recipe: str, head: str) -> Path:
+    """Where a result's metrics file goes: ``<metrics_dir>/<backbone>/<dataset>/<recipe>/<head>.json``."""
+    return Path(metrics_dir) / backbone / dataset / recipe / f"{head}.json"
 
 
 def run_record_path(metrics_path: str | os.PathLike) -> Path:
@@ -470,9 +486,16 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
     for key in ("backbone", "dataset", "head"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise bad(repr(key), record.get(key), "a name")
-    for key in ("layer", "primary_metric", "task"):
+    for key in ("layer", "primary_metric", "task", "recipe"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise bad(repr(key), record[key], "a name")
+    if record.get("recipe") == "":
+        raise bad("'recipe'", "", "a name")
+    if record.get("recipe_spec") is not None and not isinstance(record["recipe_spec"], dict):
+        raise bad("'recipe_spec'", record["recipe_spec"], "an object")
+    if record.get("recipe") is None:  # written before recipes: one view, each head's options, as `cnn` is
+        record["recipe"] = DEFAULT_RECIPE
+        record.setdefault("recipe_spec", BUILTIN_RECIPES[DEFAULT_RECIPE].to_json())
     for key in ("metrics", "std"):
         values = record.get(key, {})
         if not isinstance(values, dict):
@@ -511,13 +534,18 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
 
 def _rerun(path: Path, record: dict | None = None) -> str:
     """What to do about a broken result: the evaluate that writes it again (by its record's names
-    where they are text, else by the metrics folder's layout, ``<backbone>/<dataset>/<head>.json``)."""
-    names = [(record or {}).get(k) for k in ("backbone", "dataset", "head")]
-    if not all(isinstance(n, str) and n for n in names):
-        names = [path.parent.parent.name, path.parent.name, path.name[: -len(".json")]]
-    if not all(names):
+    where they are text, else by the metrics folder's layout, ``<backbone>/<dataset>/<recipe>/<head>.json``,
+    or ``<backbone>/<dataset>/<head>.json`` of older results when the folder is no built-in recipe)."""
+    names = [(record or {}).get(k) for k in ("backbone", "dataset", "head", "recipe")]
+    if not all(isinstance(n, str) and n for n in names[:3]):
+        up = path.parent.name in BUILTIN_RECIPES
+        parents = path.parents[1:] if up else path.parents
+        names = [parents[1].name if len(parents) > 1 else "", parents[0].name, path.name[: -len(".json")],
+                 path.parent.name if up else None]
+    if not all(names[:3]):
         return "rerun `cnnbench evaluate` for this result"
-    return f"rerun `cnnbench evaluate -b {names[0]} -d {names[1]} --head {names[2]}` (or `dvc repro`)"
+    recipe = f" --recipe {names[3]}" if isinstance(names[3], str) and names[3] != DEFAULT_RECIPE else ""
+    return f"rerun `cnnbench evaluate -b {names[0]} -d {names[1]}{recipe} --head {names[2]}` (or `dvc repro`)"
 
 
 def _is_number(v) -> bool:

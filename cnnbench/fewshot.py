@@ -1,7 +1,7 @@
 """Few-shot evaluation: k training images per class, drawn with a seed, for any data set and any head.
 
-Three data-set options, accepted by every data-set plugin (:class:`~cnnbench.dataset.Dataset` takes
-them off before the plugin sees its own options, so no plugin needs changing):
+Three evaluation options (:class:`cnnbench.recipes.EvalOptions`: a recipe's ``evaluation:``, or
+``cnnbench evaluate -E KEY=VALUE``), checked here:
 
 ``shots``
     one number or a list (``[1, 2, 5, 10]``): images per class in each draw.
@@ -49,23 +49,24 @@ class FewShot:
         return {"shots": list(self.shots), "shots_trials": self.trials, "shots_seed": self.seed}
 
 
-def parse(dataset: str, shots=None, shots_trials=None, shots_seed=None) -> FewShot | None:
-    """The few-shot options of ``dataset`` checked; None when ``shots`` is not given. ``shots_trials``
-    or ``shots_seed`` without ``shots`` are a mistake (they would silently do nothing)."""
+def parse(where: str, shots=None, shots_trials=None, shots_seed=None) -> FewShot | None:
+    """The few-shot options checked, errors naming ``where`` (the recipe, or -E); None when ``shots``
+    is not given. ``shots_trials`` or ``shots_seed`` without ``shots`` are a mistake (they would
+    silently do nothing)."""
     if shots is None:
         given = [k for k, v in (("shots_trials", shots_trials), ("shots_seed", shots_seed)) if v is not None]
         if given:
-            raise UserError(f"{dataset}: {', '.join(given)} given without shots; add shots (e.g. -D shots=[1,5]) "
+            raise UserError(f"{where}: {', '.join(given)} given without shots; add shots (e.g. -E shots=[1,5]) "
                             "or leave them out")
         return None
-    ks = O.int_list(f"{dataset}: shots", shots, min=1)
+    ks = O.int_list(f"{where}: shots", shots, min=1)
     if len(set(ks)) != len(ks):
-        raise UserError(f"{dataset}: shots: {shots!r} is not allowed; expected distinct numbers of images per class, "
+        raise UserError(f"{where}: shots: {shots!r} is not allowed; expected distinct numbers of images per class, "
                         "e.g. [1, 2, 5, 10]")
     trials = DEFAULT_TRIALS if shots_trials is None else O.as_int(
-        f"{dataset}: shots_trials", shots_trials, min=1, max=MAX_TRIALS,
+        f"{where}: shots_trials", shots_trials, min=1, max=MAX_TRIALS,
         fix="the number of seeded draws per number of shots, e.g. 5")
-    seed = 0 if shots_seed is None else O.as_int(f"{dataset}: shots_seed", shots_seed, min=0, max=2**32 - 1)
+    seed = 0 if shots_seed is None else O.as_int(f"{where}: shots_seed", shots_seed, min=0, max=2**32 - 1)
     return FewShot(tuple(sorted(ks)), trials, seed)
 
 

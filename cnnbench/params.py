@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from . import options as O
+from .paper import DEFAULT_BASELINE
 from .errors import CnnbenchError, UserError
 
 DEFAULTS: dict[str, Any] = {
@@ -23,11 +24,14 @@ DEFAULTS: dict[str, Any] = {
     "backbones": ["effnet-lite0"],
     "datasets": ["digits"],
     "heads": ["svm", "l2"],
+    "recipe": "cnn",  # the recipe of `dvc repro` and of the command line without --recipe (cnnbench.recipes)
+    "recipes": {},  # the user's own recipes, beside the built-in ones
+    "feature_sets": [],  # a table's extractions (paper/params.yaml): {dataset, features, recipe} each
     "extract": {},  # defaults: cnnbench.settings.ExtractSettings
     "backbone_options": {},
     "dataset_options": {},
     "head_options": {},
-    "compare": {"baseline": "paper: OverFeat CNN-SVM", "all_metrics": False, "level": 0.95, "bootstrap": 1000,
+    "compare": {"baseline": DEFAULT_BASELINE, "all_metrics": False, "level": 0.95, "bootstrap": 1000,
                 "seed": 0},
 }
 # 100x the default: the Monte-Carlo error of a 95 % bound is already far below the last digit shown,
@@ -36,6 +40,9 @@ MAX_BOOTSTRAP = 100_000
 _FOLDERS = ("data_root", "features_dir", "metrics_dir", "reports_dir")
 _NAME_LISTS = ("backbones", "datasets", "heads")
 _OPTION_SECTIONS = ("backbone_options", "dataset_options", "head_options")
+# a table's entries (paper/params.yaml): its cells under datasets:, its extractions under feature_sets:
+_CELL_KEYS = ("dataset", "recipe", "head", "features")
+_SET_KEYS = ("dataset", "features", "recipe")
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -114,6 +121,9 @@ def check(params: dict[str, Any], source: str = "params") -> None:
             raise UserError(f"{source}: {key}: {O.show(value)} is not allowed; expected a folder path")
     for key in _NAME_LISTS:
         value = params[key]
+        if key == "datasets" and isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            entries(f"{source}: datasets", value, _CELL_KEYS)  # a table's cells
+            continue
         if not isinstance(value, list):
             raise UserError(f"{source}: {key}: {O.show(value)} is not allowed; expected a list of names, "
                             f"e.g. [{O.show(value)}]")
@@ -124,6 +134,8 @@ def check(params: dict[str, Any], source: str = "params") -> None:
         twice = sorted({v for v in value if value.count(v) > 1})
         if twice:
             raise UserError(f"{source}: {key}: {', '.join(map(repr, twice))} listed twice; list each name once")
+    entries(f"{source}: feature_sets", O.as_list(f"{source}: feature_sets", params["feature_sets"], allow_scalar=False),
+            _SET_KEYS)
     for key in _OPTION_SECTIONS:
         section = O.mapping(f"{source}: {key}", params[key])
         for name, opts in section.items():
@@ -133,13 +145,72 @@ def check(params: dict[str, Any], source: str = "params") -> None:
     compare = O.mapping(f"{source}: compare", params["compare"])
     O.unknown_keys(f"{source}: compare", compare, list(DEFAULTS["compare"]))
     if not isinstance(compare.get("baseline", ""), str):
-        raise UserError(f"{source}: compare.baseline: {O.show(compare['baseline'])} is not allowed; expected a row name "
-                        "or 'none'")
+        raise UserError(f"{source}: compare.baseline: {O.show(compare['baseline'])} is not allowed; expected 'paper' "
+                        "(each row against the paper row of its method), a row name or 'none'")
     O.as_bool(f"{source}: compare.all_metrics", compare.get("all_metrics", False))
     compare_statistics(source, compare)
+    from . import recipes as R
+
+    params["recipes"] = R.check_user(params["recipes"], source)
+    if not isinstance(params["recipe"], str) or not params["recipe"]:
+        raise UserError(f"{source}: recipe: {O.show(params['recipe'])} is not allowed; expected a recipe name, e.g. cnn")
+    try:
+        R.resolve(params["recipe"], params)
+    except UserError as exc:
+        raise UserError(f"{source}: recipe: {exc}") from None
     from .settings import ExtractSettings
 
     ExtractSettings.from_mapping(params["extract"])
+    if params["feature_sets"] or any(isinstance(v, dict) for v in params["datasets"]):
+        check_table(params, source)
+
+
+def entries(where: str, value: list, keys: tuple[str, ...]) -> list[dict[str, str]]:
+    """A list of ``{key: name}`` mappings, each with exactly ``keys``, each listed once."""
+    seen: dict[tuple, int] = {}
+    for n, entry in enumerate(value, 1):
+        at = f"{where}[{n}]"
+        entry = O.mapping(at, entry)
+        O.unknown_keys(at, entry, list(keys))
+        bad = [k for k in keys if not isinstance(entry.get(k), str) or not entry[k]]
+        if bad:
+            raise UserError(f"{at}: {', '.join(bad)} missing or not a name; an entry is "
+                            f"{{{', '.join(f'{k}: NAME' for k in keys)}}}")
+        ident = tuple(entry[k] for k in keys)
+        if ident in seen:
+            raise UserError(f"{at}: the same as entry {seen[ident]}; list each once")
+        seen[ident] = n
+    return value
+
+
+def check_table(params: dict[str, Any], source: str) -> None:
+    """A table (paper/params.yaml): each cell reads, and each feature set names, the folder its recipe
+    extracts (Recipe.features_key); feature_sets extracts each folder once (DVC refuses two stages with
+    one output) and every folder a cell reads. One line naming the entry, before any work."""
+    from . import recipes as R
+
+    cells = [c for c in params["datasets"] if isinstance(c, dict)]
+    for key, entries_ in (("feature_sets", params["feature_sets"]), ("datasets", cells)):
+        for n, e in enumerate(entries_, 1):
+            try:
+                want = R.resolve(e["recipe"], params).features_key(e["dataset"], params["extract"])
+            except UserError as exc:
+                raise UserError(f"{source}: {key}[{n}]: {exc}") from None
+            if e["features"] != want:
+                raise UserError(f"{source}: {key}[{n}]: features: {e['features']!r} is not what recipe {e['recipe']} "
+                                f"extracts from {e['dataset']}; write features: {want}")
+    made: dict[tuple[str, str], int] = {}
+    for n, e in enumerate(params["feature_sets"], 1):
+        at = (e["dataset"], e["features"])
+        if at in made:
+            raise UserError(f"{source}: feature_sets[{n}]: {e['dataset']} {e['features']} is extracted by entry "
+                            f"{made[at]} already (DVC refuses two stages with one output); delete one")
+        made[at] = n
+    for n, c in enumerate(cells, 1):
+        if (c["dataset"], c["features"]) not in made:
+            raise UserError(f"{source}: datasets[{n}]: no entry of feature_sets extracts {c['features']} from "
+                            f"{c['dataset']}; add {{dataset: {c['dataset']}, features: {c['features']}, "
+                            f"recipe: {c['recipe']}}}")
 
 
 def compare_statistics(source: str, compare: dict) -> tuple[float, int, int]:

@@ -294,26 +294,30 @@ def _views_text(views) -> str:
 def distractors_path(option: str, features_dir) -> tuple[Path, str | None]:
     """The feature file a ``distractors`` value names, and the data-set name when it is one: a path
     ending in ``.h5``/``.hdf5``; a folder (its ``database.h5``); else a data-set name, whose features
-    sit beside the evaluated data set's: ``<features_dir>/../<name>/database.h5``."""
+    sit beside the evaluated data set's, under the same features key (the same views):
+    ``<features_dir>/../../<name>/<key>/database.h5`` for ``features_dir`` =
+    ``features/<backbone>/<dataset>/<key>``."""
     value = str(option)
     path = Path(value).expanduser()
     if path.suffix.lower() in (".h5", ".hdf5"):
         return path, None
     if path.is_dir() or "/" in value or os.sep in value:
         return path / "database.h5", None
-    return Path(features_dir).parent / value / "database.h5", value
+    features_dir = Path(features_dir)
+    return features_dir.parent.parent / value / features_dir.name / "database.h5", value
 
 
-def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str | None = None) -> Distractors | None:
-    """The data set's ``distractors`` opened and checked against its stored features (``infos``:
-    split -> :class:`cnnbench.store.StoreInfo`; ``sets``: split -> FeatureSet), or None without the
-    option. Every mismatch is one :class:`~cnnbench.errors.UserError` line naming the file and the fix."""
+def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str | None = None,
+                     option: str | None = None) -> Distractors | None:
+    """The evaluation option ``distractors`` (``option``: :attr:`cnnbench.recipes.EvalOptions.distractors`)
+    opened and checked against the data set's stored features (``infos``: split ->
+    :class:`cnnbench.store.StoreInfo`; ``sets``: split -> FeatureSet), or None without it. Every
+    mismatch is one :class:`~cnnbench.errors.UserError` line naming the file and the fix."""
     import json
 
     from . import store
     from .errors import StoreError, UserError
 
-    option = getattr(dataset, "distractors", None)
     if option is None:
         return None
     path, name = distractors_path(option, features_dir)

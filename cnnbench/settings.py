@@ -29,6 +29,10 @@ MAX_BATCH_SIZE = 16384  # model inputs per batch: 2.3 GiB of uint8 pixels at 224
 MAX_THREADS = 1024  # decode threads, intra-op threads: each decode thread holds a batch in flight
 MAX_RAY_WORKERS = 4096  # model actors on a Ray cluster
 MIN_SHARE = 0.01  # the least CPU or GPU share a Ray model actor may reserve (besides 0)
+# the fields that change the features (the others only change the speed): the ones a recipe may set
+# (cnnbench.recipes), and those :meth:`ExtractSettings.signature` records
+FEATURE_KEYS = ("layers", "pooling", "views", "rotation_angles", "spatial_levels", "box_scale", "precision",
+                "fast_decode", "max_pixels", "exif_orientation")
 _FLAGS = {"layers": "--layer", "spatial_levels": "--levels", "exif_orientation": "--[no-]exif-orientation",
           "fast_decode": "--[no-]fast-decode"}
 

@@ -6,9 +6,10 @@ backbone saw) and its first results, framed green (positive), grey (junk: ignore
 and red (negative), with the query's AP in the title.
 
 Inputs are what ``cnnbench evaluate --head l2`` leaves: the per-query rankings and scores of
-``metrics/<backbone>/<dataset>/l2.outcomes.json`` (:mod:`cnnbench.outcomes`), the ground truth (the
-feature files' extras, as the evaluation read it, else the data-set plugin's), and the images (the
-data-set plugin). Revisited Oxford and Paris are drawn in the Medium setting (positives: easy and
+``metrics/<backbone>/<dataset>/<recipe>/l2.outcomes.json`` (:mod:`cnnbench.outcomes`; a result of a
+cnnbench before recipes, ``metrics/<backbone>/<dataset>/l2.outcomes.json``, is recipe ``cnn``), the
+ground truth (the extras of the feature files the evaluation read, as its run record names them,
+else the data-set plugin's), and the images (the data-set plugin). Revisited Oxford and Paris are drawn in the Medium setting (positives: easy and
 hard; junk ignored), the setting reported first. On multi-class data sets (each test image queries
 the others) a result is positive when it has the query's class.
 
@@ -32,6 +33,7 @@ import numpy as np
 from . import outcomes as OUT
 from .errors import StoreError, UserError
 from .jsonio import writable_dir
+from .recipes import DEFAULT as DEFAULT_RECIPE
 
 THUMB = 112  # thumbnail side, pixels
 FRAME = 6  # frame width around each thumbnail
@@ -202,22 +204,40 @@ def safe_name(query_id: str) -> str:
 # -- loading ------------------------------------------------------------------------------------------
 
 
-def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | None = None):
-    """(path, trial name, Outcomes, number of trials) of the l2 head's result, its files checked to
-    belong together and to be of ``backbone`` on ``dataset`` (:func:`cnnbench.evaluate.read_results`),
-    or one line saying what to run."""
+def result_file(metrics_dir: Path, backbone: str, dataset: str, recipe: str = DEFAULT_RECIPE) -> Path:
+    """The metrics file of the l2 head's result of ``recipe``: ``<backbone>/<dataset>/<recipe>/l2.json``,
+    or for ``cnn`` the layout before recipes (``<backbone>/<dataset>/l2.json``) where only that one
+    exists; both there are two results for one picture: one line naming them."""
+    from .evaluate import result_path
+
+    path = result_path(metrics_dir, backbone, dataset, recipe, "l2")
+    old = Path(metrics_dir) / backbone / dataset / "l2.json"
+    if recipe != DEFAULT_RECIPE or not (old.exists() or OUT.path_for(old).exists()):
+        return path
+    if path.exists() or OUT.path_for(path).exists():
+        raise UserError(f"{path} and {old} are both results of {backbone} on {dataset} with l2 (recipe "
+                        f"{recipe}); remove the one that is not wanted ({old} is in the layout before recipes)")
+    return old
+
+
+def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | None = None,
+                  recipe: str = DEFAULT_RECIPE):
+    """(path, trial name, Outcomes, number of trials, record) of the l2 head's result of ``recipe``
+    (:func:`result_file`), its files checked to belong together and to be of ``backbone`` on
+    ``dataset`` with ``recipe`` (:func:`cnnbench.evaluate.read_results`), or one line saying what to run."""
     from .evaluate import read_outcomes, read_results
 
-    metrics = Path(metrics_dir) / backbone / dataset / "l2.json"
+    metrics = result_file(metrics_dir, backbone, dataset, recipe)
     path = OUT.path_for(metrics)
-    rerun = f"`cnnbench evaluate -b {backbone} -d {dataset} --head l2`"
+    named = "" if recipe == DEFAULT_RECIPE else f" --recipe {recipe}"
+    rerun = f"`cnnbench evaluate -b {backbone} -d {dataset}{named} --head l2`"
     if not path.exists() and not metrics.exists():
         raise UserError(f"no l2 outcomes at {path}; run {rerun} first")
     record = read_results(metrics)
-    asked = {"backbone": backbone, "dataset": dataset, "head": "l2"}
+    asked = {"backbone": backbone, "dataset": dataset, "recipe": recipe, "head": "l2"}
     for key, want in asked.items():
-        if record is None or record[key] != want:
-            held = "no result" if record is None else f"{key} {record[key]!r}"
+        if record is None or record.get(key, DEFAULT_RECIPE) != want:
+            held = "no result" if record is None else f"{key} {record.get(key, DEFAULT_RECIPE)!r}"
             raise UserError(f"{metrics} holds {held}, not {key} {want!r} as its folder says; rerun {rerun}")
     trials = read_outcomes(metrics, record)
     if not trials:
@@ -231,7 +251,7 @@ def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | N
         raise UserError(f"--trial {trial!r}: {path} has trials {names}; pick one of them")
     if out.ranking is None:
         raise UserError(f"{path} has no rankings (written by an older cnnbench); rerun {rerun}")
-    return path, name, out, len(trials)
+    return path, name, out, len(trials), record
 
 
 def stored_ground_truth(features_dir: Path, splits) -> dict | None:
@@ -352,12 +372,16 @@ def choose(out: OUT.Outcomes, query_ids=(), queries: int | None = None, worst: i
 
 
 def show(dataset, backbone: str, metrics_dir, features_dir, out_dir, *, query_ids=(), queries: int | None = None,
-         worst: int | None = None, sheet: bool = False, trial: str | None = None) -> list[Path]:
-    """Draw the chosen queries of ``backbone`` on ``dataset``; returns the PNGs written:
-    ``out_dir/<query>.png`` each, or ``out_dir/sheet.png`` with every chosen query."""
+         worst: int | None = None, sheet: bool = False, trial: str | None = None,
+         recipe: str = DEFAULT_RECIPE) -> list[Path]:
+    """Draw the chosen queries of ``backbone`` on ``dataset`` with ``recipe``; returns the PNGs written:
+    ``out_dir/<query>.png`` each, or ``out_dir/sheet.png`` with every chosen query. ``features_dir``
+    None: the feature folder the evaluation read (its run record's ``provenance.features_dir``)."""
     name = dataset.name
     writable_dir(out_dir)  # before any image is drawn
-    path, trial_name, out, n_trials = load_outcomes(Path(metrics_dir), backbone, name, trial)
+    path, trial_name, out, n_trials, record = load_outcomes(Path(metrics_dir), backbone, name, trial, recipe)
+    if features_dir is None:
+        features_dir = (record.get("provenance") or {}).get("features_dir") or ""
     chosen = choose(out, query_ids, queries, worst, source=str(path))
     if sheet and len(chosen) > SHEET_MAX:
         raise UserError(f"--sheet: {len(chosen)} queries are too many for one picture (at most {SHEET_MAX}); "
@@ -365,7 +389,7 @@ def show(dataset, backbone: str, metrics_dir, features_dir, out_dir, *, query_id
     dataset.check()
     ground_truth = None
     if getattr(dataset, "task", "retrieval") != "multiclass":
-        ground_truth = stored_ground_truth(Path(features_dir), dataset.splits)
+        ground_truth = stored_ground_truth(Path(features_dir), dataset.splits) if features_dir else None
         if ground_truth is None:
             for split in dataset.splits:
                 ground_truth = dataset.extras(split).get("ground_truth")
@@ -375,7 +399,8 @@ def show(dataset, backbone: str, metrics_dir, features_dir, out_dir, *, query_id
     out_dir = Path(out_dir)
     if n_trials > 1:
         out_dir = out_dir / safe_name(trial_name)
-    heading = f"{backbone} · {name} · l2" + (f" · trial {trial_name}" if n_trials > 1 else "")
+    heading = (f"{backbone} · {name}" + ("" if recipe == DEFAULT_RECIPE else f" · {recipe}") + " · l2"
+               + (f" · trial {trial_name}" if n_trials > 1 else ""))
     if sheet:
         return [render(rows, out_dir / "sheet.png", heading)]
     return [render([row], out_dir / f"{safe_name(row.query_id)}.png", heading) for row in rows]

@@ -118,7 +118,14 @@ CASES = [
     ("svm-tune-on-bogus", None, EVALUATE + ["-H", "tune_on=val"], "tune_on"),
     ("compare-level-one", {"compare": {"level": 1}}, ["compare"], "compare.level"),
     ("compare-bootstrap-ten", None, ["compare", "--bootstrap", "10"], "compare.bootstrap"),
-    ("distractors-on-a-class-set", None, EVALUATE + ["-D", "distractors=revisitop1m"], "distractors"),
+    ("distractors-on-a-class-set", None, EVALUATE + ["-E", "distractors=revisitop1m"],
+     "digits is a multiclass data set; leave distractors out"),
+    ("shots-as-a-dataset-option", None, EVALUATE + ["-D", "shots=5"], "use -E shots=5 or a recipe"),
+    ("shots-on-a-multilabel-set", None, ["evaluate", "-b", "tiny", "-d", "voc2007", "--data-root", "data", "-E",
+                                         "shots=1"], "recipe cnn with -E: shots"),
+    ("recipe-unknown", None, EXTRACT + ["--recipe", "cnnagu"], "did you mean 'cnnaug'"),
+    ("head-asked-for-another-task", None, ["evaluate", "-b", "tiny", "-d", "oxford5k-subset", "--data-root", "data",
+                                           "--head", "svm"], "--head svm: the svm head scores"),
     ("show-without-outcomes", None, ["show", "-b", "tiny", "-d", "digits"], "cnnbench evaluate"),
 ]
 

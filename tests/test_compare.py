@@ -60,7 +60,8 @@ def test_baseline_can_be_a_measured_backbone_or_a_paper_alias(tmp_path):
     assert by_other.diff("mynet", col) == pytest.approx(10.0) and by_other.diff("other", col) is None
     assert "(+10.0)" in to_markdown(by_other) and "difference to **other**" in to_markdown(by_other)
     long_lines = to_long_csv(by_other).splitlines()
-    assert long_lines[0].startswith("backbone,column,dataset") and any(l.startswith("mynet,") and l.endswith("+10.00") for l in long_lines)
+    assert long_lines[0].startswith("backbone,recipe,column,dataset")
+    assert any(l.startswith("mynet,cnn,") and l.endswith(",other,+10.00") for l in long_lines)
     with pytest.raises(CnnbenchError, match="nosuch"):
         build_table(records, baseline="nosuch")
     assert build_table(records, baseline=None).diff("mynet", col) is None
@@ -191,7 +192,9 @@ def test_the_run_record_holds_trials_options_and_the_provenance_of_every_plugin(
     write_results(evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm"), metrics_path)
     assert (metrics_path.read_bytes(), run_path.read_bytes(), sidecar.read_bytes()) == before
     kept = record.pop("outcomes")
-    assert read_results(metrics_path) == json.loads(json.dumps(record))
+    back = read_results(metrics_path)
+    assert back["recipe"] == "cnn"  # evaluated without a recipe: read as the default one
+    assert {k: v for k, v in back.items() if k not in ("recipe", "recipe_spec")} == json.loads(json.dumps(record))
     [(trial, back)] = outcomes.read(sidecar)
     assert trial == kept[0][0] and back.ids == kept[0][1].ids
     assert back.metric("accuracy") == numbers["accuracy"]

@@ -14,6 +14,7 @@ from cnnbench import params as P
 from cnnbench.cli import main
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet
+from cnnbench.recipes import EvalOptions
 from cnnbench.settings import ExtractSettings
 
 from conftest import tiny_backbone
@@ -261,7 +262,7 @@ def test_levels_3000_on_the_command_line_is_one_line_before_any_work(tmp_path):
 ])
 def test_few_shot_options_are_bounded(opts, says):
     with pytest.raises(UserError, match=says.replace("[", r"\[").replace("]", r"\]")):
-        plugins.create("dataset", "digits", **opts)
+        EvalOptions.from_mapping("-E", opts)
 
 
 def test_compare_bootstrap_is_bounded(tmp_path):

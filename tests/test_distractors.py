@@ -8,7 +8,6 @@ streamed from their HDF5 file, never held whole. Fixtures are written here in th
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cnnbench import ann, plugins, retrieval, store
 from cnnbench.errors import MissingDataError, UserError
 from cnnbench.evaluate import evaluate
 from cnnbench.outcomes import Outcomes
+from cnnbench.recipes import EvalOptions
 
 DIM = 16
 read = store.read  # the real one, for the spy that lets every file but the distractors' through
@@ -46,13 +46,13 @@ def write_r1m(data_root: Path, names=R1M_NAMES, images: dict | None = None) -> P
 def write_features(path: Path, ids, feats, *, backbone="tiny", layer="act", extras=None, views=None,
                    task="retrieval") -> Path:
     """A feature file as the store writes it (checksums, signature), from given rows; its data set and
-    split are those its path names (``features/<backbone>/<dataset>/<split>.h5``)."""
+    split are those its path names (``features/<backbone>/<dataset>/<key>/<split>.h5``)."""
     feats = np.asarray(feats, np.float32)
     sig = {"backbone": backbone, "path": str(path), "views": "spatial" if views else "none"}
     w = store.StoreWriter(path, sig)
     w.append(list(ids), np.full(len(ids), -1), {layer: feats}, next_item=len(ids))
     attrs = {"default_layer": layer, "layers": [layer], "classes": [], "backbone": backbone, "task": task,
-             "dataset": path.parent.name, "split": path.stem, "signature": json.dumps(sig, sort_keys=True)}
+             "dataset": path.parent.parent.name, "split": path.stem, "signature": json.dumps(sig, sort_keys=True)}
     if views:
         attrs["view_names"] = list(views)
     return w.commit(attrs, extras)
@@ -67,23 +67,26 @@ GT = {"q0": {"easy": DB[:3], "hard": DB[3:5], "junk": [], "positives": DB[:5]},
 
 @pytest.fixture
 def synth(tmp_path):
-    """features/tiny/roxford5k/{database,queries}.h5: 10 images of 2 objects, 2 queries (one per object)."""
+    """features/tiny/roxford5k/none/{database,queries}.h5: 10 images of 2 objects, 2 queries (one per object)."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2, DIM)) * 5
     db = centres[OBJ] + 0.5 * rng.standard_normal((10, DIM))
     q = centres + 0.5 * rng.standard_normal((2, DIM))
-    feat = tmp_path / "features" / "tiny" / "roxford5k"
+    feat = tmp_path / "features" / "tiny" / "roxford5k" / "none"
     write_features(feat / "database.h5", DB, db)
     write_features(feat / "queries.h5", ["q0", "q1"], q, extras={"ground_truth": GT})
     return feat, centres, q
 
 
-def dataset(tmp_path, **opts):
-    return plugins.create("dataset", "roxford5k", data_root=tmp_path / "data", **opts)
+def dataset(tmp_path, distractors=None):
+    """roxford5k, and the evaluation options that append ``distractors`` to its database."""
+    return plugins.create("dataset", "roxford5k", data_root=tmp_path / "data"), EvalOptions(distractors=distractors)
 
 
 def run(feat, ds, **head_opts):
-    return evaluate(feat, ds, plugins.create("head", "l2", **{"pca_dim": None, **head_opts}), "l2")
+    ds, evaluation = ds
+    return evaluate(feat, ds, plugins.create("head", "l2", **{"pca_dim": None, **head_opts}), "l2",
+                    evaluation=evaluation)
 
 
 def ranking(record) -> list[list[str]]:
@@ -97,7 +100,7 @@ def write_near(tmp_path, q, n_far=0):
     near = np.repeat(q, 2, axis=0) + 0.01
     far = 1000.0 + np.arange(n_far * DIM, dtype=np.float32).reshape(n_far, DIM)
     ids = [f"d{k:04d}" for k in range(len(near) + n_far)]
-    return write_features(tmp_path / "features/tiny/revisitop1m/database.h5", ids, np.concatenate([near, far]))
+    return write_features(tmp_path / "features/tiny/revisitop1m/none/database.h5", ids, np.concatenate([near, far]))
 
 
 def test_near_distractors_lower_the_map_and_lead_the_rankings(tmp_path, synth):
@@ -188,11 +191,12 @@ def test_spatial_distractors_stream_and_rank_as_exact_search(tmp_path):
     centres = rng.standard_normal((2, DIM)) * 5
     db = centres[OBJ][:, None] + 0.5 * rng.standard_normal((10, 5, DIM))
     q = centres[:, None] + 0.5 * rng.standard_normal((2, 5, DIM))
-    feat = tmp_path / "features/tiny/roxford5k"
+    feat = tmp_path / "features/tiny/roxford5k/spatial"
     write_features(feat / "database.h5", DB, db, views=views)
     write_features(feat / "queries.h5", ["q0", "q1"], q, views=views, extras={"ground_truth": GT})
     dis = np.concatenate([q + 0.01, rng.standard_normal((40, 5, DIM)) * 5])
-    write_features(tmp_path / "features/tiny/revisitop1m/database.h5", [f"d{k}" for k in range(42)], dis, views=views)
+    write_features(tmp_path / "features/tiny/revisitop1m/spatial/database.h5", [f"d{k}" for k in range(42)], dis,
+                   views=views)
     exact = run(feat, dataset(tmp_path, distractors="revisitop1m"))
     flat = run(feat, dataset(tmp_path, distractors="revisitop1m"), index="faiss", index_factory="Flat", candidates=1000)
     assert ranking(flat) == ranking(exact) and flat["metrics"] == exact["metrics"]
@@ -211,7 +215,7 @@ def test_a_missing_distractor_file_says_which_extract_command_makes_it(tmp_path,
     with pytest.raises(UserError) as e:
         run(feat, dataset(tmp_path, distractors="revisitop1m"))
     msg = str(e.value)
-    assert "\n" not in msg and str(tmp_path / "features/tiny/revisitop1m/database.h5") in msg
+    assert "\n" not in msg and str(tmp_path / "features/tiny/revisitop1m/none/database.h5") in msg
     assert "cnnbench extract -b tiny -d revisitop1m" in msg
     with pytest.raises(UserError, match=r"nowhere/r1m\.h5 does not exist.*cnnbench extract -b tiny -d revisitop1m"):
         run(feat, dataset(tmp_path, distractors=str(tmp_path / "nowhere/r1m.h5")))
@@ -242,21 +246,23 @@ def test_mismatched_distractors_are_one_line(tmp_path, synth, case, says):
 
 
 def test_every_retrieval_data_set_takes_the_option_and_others_refuse_it(tmp_path):
+    opts = EvalOptions(distractors=" revisitop1m ")
+    assert opts.distractors == "revisitop1m"
     for name in ("roxford5k", "rparis6k", "oxford5k", "paris6k", "sculptures6k", "holidays", "ukbench",
                  "oxford5k-subset"):
-        ds = plugins.create("dataset", name, data_root=tmp_path, distractors="revisitop1m")
-        assert ds.distractors == "revisitop1m", name
-        assert "distractors" not in ds.options()  # evaluation only: nothing is re-extracted for it
-        assert "distractors" in inspect.signature(type(ds).__init__).parameters
-    assert plugins.create("dataset", "holidays", data_root=tmp_path).distractors is None
-    with pytest.raises(UserError, match="digits: distractors: .*digits is a multiclass data set; leave distractors out"):
-        plugins.create("dataset", "digits", distractors="revisitop1m")
-    with pytest.raises(UserError, match="revisitop1m: distractors: revisitop1m is itself a distractor set"):
-        plugins.create("dataset", "revisitop1m", data_root=tmp_path, distractors="x")
-    with pytest.raises(UserError, match="roxford5k: distractors: 3 is not allowed"):
-        plugins.create("dataset", "roxford5k", data_root=tmp_path, distractors=3)
-    assert retrieval.distractors_path("revisitop1m", "features/b/roxford5k") == (
-        Path("features/b/revisitop1m/database.h5"), "revisitop1m")
+        ds = plugins.create("dataset", name, data_root=tmp_path)
+        opts.check_for(ds)  # an evaluation option: the data set's own options (its features) are untouched
+        assert "distractors" not in ds.options()
+    with pytest.raises(UserError, match="-E: distractors: .*digits is a multiclass data set; leave distractors out"):
+        opts.check_for(plugins.create("dataset", "digits"), "-E")
+    with pytest.raises(UserError, match="recipe r: distractors: revisitop1m is itself a distractor set"):
+        EvalOptions(distractors="x").check_for(plugins.create("dataset", "revisitop1m", data_root=tmp_path), "recipe r")
+    with pytest.raises(UserError, match="-E: distractors: 3 is not allowed"):
+        EvalOptions.from_mapping("-E", {"distractors": 3})
+    assert retrieval.distractors_path("revisitop1m", "features/b/roxford5k/none") == (
+        Path("features/b/revisitop1m/none/database.h5"), "revisitop1m")
+    assert retrieval.distractors_path("revisitop1m", "features/b/roxford5k/spatial")[0] == Path(
+        "features/b/revisitop1m/spatial/database.h5")  # the same views as the database
     assert retrieval.distractors_path("some/dir", "f")[0] == Path("some/dir/database.h5")
     assert retrieval.distractors_path("x.h5", "f")[0] == Path("x.h5")
 
@@ -282,7 +288,7 @@ def test_revisitop1m_reads_revisitops_list_and_layout(tmp_path):
     assert [i.id for i in items] == R1M_NAMES  # ids: the list's names, in its order
     assert Path(items[0].image) == tmp_path / "revisitop1m/jpg/00/000a1b2c3d4e5f60.jpg"  # no extension: .jpg
     assert Path(items[1].image) == tmp_path / "revisitop1m/jpg/00/000a1b2c3d4e5f61.jpg"
-    with pytest.raises(UserError, match=r"^revisitop1m is a distractor set.*-D distractors=revisitop1m$"):
+    with pytest.raises(UserError, match=r"^revisitop1m is a distractor set.*-E distractors=revisitop1m$"):
         ds.trials({"database": np.full(4, -1)})
     (tmp_path / "revisitop1m/revisitop1m.txt").write_text("a\nb\na\n")
     with pytest.raises(UserError, match=r"revisitop1m\.txt, line 3: 'a' is listed twice \(first on line 1\)"):
@@ -320,37 +326,38 @@ def test_extract_r1m_once_then_evaluate_roxford5k_with_it_through_the_command_li
     features = tmp_path / "features" / "tiny"
     for ds in (rox, r1m):
         for split in ds.splits:
-            extract_split(tiny, ds, split, features / ds.name / f"{split}.h5", settings, progress=False)
+            extract_split(tiny, ds, split, features / ds.name / "none" / f"{split}.h5", settings, progress=False)
     monkeypatch.chdir(tmp_path)
     out = {}
-    for tag, extra in (("plain", []), ("r1m", ["-D", "distractors=revisitop1m"])):
+    for tag, extra in (("plain", []), ("r1m", ["-E", "distractors=revisitop1m"])):
         res = CliRunner().invoke(main, ["evaluate", "-b", "tiny", "-d", "roxford5k", "--head", "l2", "--data-root",
-                                        str(data), "--features", str(features / "roxford5k"), "--no-extract-missing",
+                                        str(data), "--no-extract-missing",
                                         "--out-dir", f"metrics-{tag}", "-H", "pca_dim=null", *extra])
         assert res.exit_code == 0, res.output
-        out[tag] = json.loads((tmp_path / f"metrics-{tag}/tiny/roxford5k/l2.json").read_text())
-        run_record = json.loads((tmp_path / f"metrics-{tag}/tiny/roxford5k/l2.run.json").read_text())
+        out[tag] = json.loads((tmp_path / f"metrics-{tag}/tiny/roxford5k/cnn/l2.json").read_text())
+        run_record = json.loads((tmp_path / f"metrics-{tag}/tiny/roxford5k/cnn/l2.run.json").read_text())
     assert out["r1m"]["mAP_medium"] < out["plain"]["mAP_medium"]
     assert out["r1m"]["mP@1_medium"] == 0.0
     assert run_record["provenance"]["distractors"]["rows"] == 2 + len(R1M_NAMES)
-    outcomes = json.loads((tmp_path / "metrics-r1m/tiny/roxford5k/l2.outcomes.json").read_text())
+    assert run_record["recipe_spec"]["evaluation"]["distractors"] == "revisitop1m"
+    outcomes = json.loads((tmp_path / "metrics-r1m/tiny/roxford5k/cnn/l2.outcomes.json").read_text())
     assert "00/crop0" in json.dumps(outcomes) and "01/crop1" in json.dumps(outcomes)
     # evaluating the distractor set alone: one line
     res = CliRunner().invoke(main, ["evaluate", "-b", "tiny", "-d", "revisitop1m", "--head", "l2", "--data-root",
-                                    str(data), "--features", str(features / "revisitop1m"), "--no-extract-missing"])
+                                    str(data), "--features", str(features / "revisitop1m" / "none"), "--no-extract-missing"])
     assert res.exit_code != 0 and "revisitop1m is a distractor set" in res.output and "Traceback" not in res.output
 
 
 def test_a_head_that_does_not_stream_distractors_gets_them_concatenated(tmp_path, synth):
     feat, _, q = synth
     write_near(tmp_path, q)
-    ds = dataset(tmp_path, distractors="revisitop1m")
+    ds, _ = dataset(tmp_path)
     infos = {s: store.open_info(feat / f"{s}.h5") for s in ds.splits}
     sets = {s: store.read(feat / f"{s}.h5") for s in ds.splits}
-    dis = retrieval.open_distractors(ds, feat, infos, sets)
+    dis = retrieval.open_distractors(ds, feat, infos, sets, option="revisitop1m")
     plain = dis.append_to(sets["database"], object())
     assert list(plain.ids) == [*DB, "d0000", "d0001", "d0002", "d0003"] and plain.features.shape == (14, DIM)
     assert list(plain.labels[10:]) == [-1] * 4
     streamed = dis.append_to(sets["database"], plugins.create("head", "l2"))
     assert streamed.features.shape == (10, DIM) and streamed.extras[retrieval.DISTRACTORS_KEY] is dis
-    assert retrieval.open_distractors(dataset(tmp_path), feat, infos, sets) is None
+    assert retrieval.open_distractors(ds, feat, infos, sets) is None

@@ -13,6 +13,7 @@ from cnnbench import plugins
 from cnnbench.dataset import Trial
 from cnnbench.errors import UserError
 from cnnbench.evaluate import evaluate, read_results, write_results
+from cnnbench.recipes import EvalOptions
 
 
 def _labels(per_class=(8, 9, 10), seed=0):
@@ -59,24 +60,28 @@ def test_positions_map_back_to_rows_of_each_stored_split():
 
 
 @pytest.mark.parametrize("opts, where", [
-    ({"shots": 0}, "digits: shots[0]"), ({"shots": [1, "x"]}, "digits: shots[1]"), ({"shots": []}, "digits: shots"),
-    ({"shots": [1, 1]}, "distinct"), ({"shots": 1, "shots_trials": 0}, "digits: shots_trials"),
-    ({"shots": 1, "shots_seed": -1}, "digits: shots_seed"), ({"shots_trials": 3}, "without shots"),
+    ({"shots": 0}, "-E: shots[0]"), ({"shots": [1, "x"]}, "-E: shots[1]"), ({"shots": []}, "-E: shots"),
+    ({"shots": [1, 1]}, "distinct"), ({"shots": 1, "shots_trials": 0}, "-E: shots_trials"),
+    ({"shots": 1, "shots_seed": -1}, "-E: shots_seed"), ({"shots_trials": 3}, "without shots"),
     ({"shotz": 1}, "did you mean 'shots'"),
 ])
 def test_bad_options_are_one_line_user_errors(opts, where):
     with pytest.raises(UserError) as err:
-        plugins.create("dataset", "digits", **opts)
+        EvalOptions.from_mapping("-E", opts)
     assert where in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_every_data_set_accepts_the_options_and_multilabel_or_retrieval_ones_refuse_them():
-    ds = plugins.create("dataset", "flowers17", shots=[5, 1], shots_trials=3, shots_seed=7)
-    assert ds.fewshot == F.FewShot((1, 5), 3, 7) and ds.options() == {"seeds": [0, 1, 2], "train_on": "trainval"}
-    assert plugins.create("dataset", "digits").fewshot is None
+def test_the_options_are_evaluation_options_and_multilabel_or_retrieval_sets_refuse_them(tmp_path):
+    opts = EvalOptions.from_mapping("-E", {"shots": [5, 1], "shots_trials": 3, "shots_seed": 7})
+    assert opts.fewshot == F.FewShot((1, 5), 3, 7)
+    ds = plugins.create("dataset", "flowers17")  # the data set knows nothing of them
+    assert ds.options() == {"seeds": [0, 1, 2], "train_on": "trainval"} and not hasattr(ds, "fewshot")
+    opts.check_for(ds)
     for name in ("voc2007", "oxford5k"):
         with pytest.raises(UserError, match="needs a multi-class data set"):
-            plugins.create("dataset", name, shots=1)
+            opts.check_for(plugins.create("dataset", name, data_root=tmp_path))
+    with pytest.raises(UserError, match="digits: unknown key 'shots'"):  # a data set's own options only
+        plugins.create("dataset", "digits", shots=1)
 
 
 class _Mean:
@@ -97,8 +102,8 @@ def test_mean_and_std_are_over_draws_and_trials_per_k(monkeypatch):
                               ["a", "b", "c"])}
     trials = [Trial("s0", {"all": np.arange(12)}, {"all": np.arange(12, 18)}),
               Trial("s1", {"all": np.arange(6, 18)}, {"all": np.arange(6)})]
-    ds = plugins.create("dataset", "digits", shots=[1, 2], shots_trials=3)
-    means, spread, rec = E._fewshot(sets, trials, ds, _Mean(), ds.fewshot)
+    ds = plugins.create("dataset", "digits")
+    means, spread, rec = E._fewshot(sets, trials, ds, _Mean(), EvalOptions(shots=(1, 2), shots_trials=3).fewshot)
     assert set(means) == set(spread) == {"accuracy@1shot", "accuracy@2shot"}  # diagnostics stay out
     assert [d["shots"] for d in rec["draws"]] == [1, 1, 1, 2, 2, 2] * 2
     for k in (1, 2):
@@ -113,8 +118,8 @@ def test_mean_and_std_are_over_draws_and_trials_per_k(monkeypatch):
 
 
 def test_evaluate_on_digits_writes_few_shot_metrics_beside_the_full_result(tiny_digits, tmp_path):
-    ds = plugins.create("dataset", "digits", shots=[1, 5], shots_trials=2)
-    record = evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm")
+    ds, opts = plugins.create("dataset", "digits"), EvalOptions(shots=(1, 5), shots_trials=2)
+    record = evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm", evaluation=opts)
     metrics_path, run_path = write_results(record, tmp_path / "m/tiny/digits/svm.json")
     numbers = json.loads(metrics_path.read_text())
     expected = {"accuracy", "mean_class_accuracy"}
@@ -128,15 +133,15 @@ def test_evaluate_on_digits_writes_few_shot_metrics_beside_the_full_result(tiny_
     assert [(d["shots"], d["draw"], d["n_train"]) for d in draws] == [(1, 0, 10), (1, 1, 10), (5, 0, 50), (5, 1, 50)]
     assert draws[0]["ids_sha256"] != draws[1]["ids_sha256"] and all(d["C"] == 1.0 for d in draws)
     assert read_results(metrics_path)["fewshot"]["shots"] == [1, 5]
-    again = evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm")
+    again = evaluate(tiny_digits, ds, plugins.create("head", "svm", C=1.0), "svm", evaluation=opts)
     assert again["fewshot"]["draws"] == record["fewshot"]["draws"]  # seeded: the same draws and numbers
 
-    knn = evaluate(tiny_digits, ds, plugins.create("head", "knn", k=[1, 3]), "knn")
+    knn = evaluate(tiny_digits, ds, plugins.create("head", "knn", k=[1, 3]), "knn", evaluation=opts)
     assert {"accuracy@k=1@1shot", "accuracy@k=1@5shot", "accuracy@k=3@5shot"} <= set(knn["metrics"])
 
 
 def test_a_head_that_cannot_fit_so_few_images_says_which_draw(tiny_digits):
-    ds = plugins.create("dataset", "digits", shots=1, shots_trials=1)
+    ds = plugins.create("dataset", "digits")
     with pytest.raises(UserError) as err:  # C by cross-validation needs 2 images per class
-        evaluate(tiny_digits, ds, plugins.create("head", "svm"), "svm")
+        evaluate(tiny_digits, ds, plugins.create("head", "svm"), "svm", evaluation=EvalOptions(shots=(1,), shots_trials=1))
     assert "1-shot draw 0 of trial 'default'" in str(err.value) and "\n" not in str(err.value)

@@ -51,6 +51,11 @@ def test_dvc_repro_runs_offline_then_only_what_changed(tmp_path):
 
     first = _dvc("repro", cwd=tmp_path)
     assert "Running stage 'extract@effnet-lite0-digits'" in first
+    # recipe cnn: one view, features/<backbone>/<dataset>/none/, metrics/<backbone>/<dataset>/cnn/
+    assert sorted(p.name for p in (tmp_path / "features/effnet-lite0/digits").iterdir()) == ["none"]
+    assert (tmp_path / "features/effnet-lite0/digits/none/train.h5").exists()
+    run = json.loads((tmp_path / "metrics/effnet-lite0/digits/cnn/svm.run.json").read_text())
+    assert run["recipe"] == "cnn" and run["recipe_spec"]["extract"] == {}
     assert "effnet-lite0" in (tmp_path / "reports/compare.md").read_text()
     assert "Running stage" not in _dvc("repro", cwd=tmp_path)
 
@@ -63,6 +68,16 @@ def test_dvc_repro_runs_offline_then_only_what_changed(tmp_path):
 
     # another data set's options: the digits stages stay up to date
     params["dataset_options"]["flowers17"]["train_on"] = "train"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale(tmp_path) == []
+
+    # another recipe: every extraction and evaluation is of another result (compare follows once they ran)
+    params["recipe"] = "cnnaug"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale(tmp_path) == ["evaluate@effnet-lite0-digits-knn", "evaluate@effnet-lite0-digits-l2",
+                                "evaluate@effnet-lite0-digits-logreg", "evaluate@effnet-lite0-digits-svm",
+                                "extract@effnet-lite0-digits"]
+    params["recipe"] = "cnn"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale(tmp_path) == []
 
@@ -101,8 +116,8 @@ def test_params_yaml_has_options_for_every_listed_plugin():
 def test_effnet_on_flowers17_beats_85_percent_mean_class_accuracy(shared_data, tmp_path):
     run_cli("evaluate", "--backbone", "effnet-lite0", "--dataset", "flowers17", "--head", "svm",
             "--data-root", str(shared_data), cwd=tmp_path)
-    metrics = json.loads((tmp_path / "metrics/effnet-lite0/flowers17/svm.json").read_text())
-    run = json.loads((tmp_path / "metrics/effnet-lite0/flowers17/svm.run.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/effnet-lite0/flowers17/cnn/svm.json").read_text())
+    run = json.loads((tmp_path / "metrics/effnet-lite0/flowers17/cnn/svm.run.json").read_text())
     assert len(run["trials"]) == 3 and metrics["mean_class_accuracy"] > 0.85
     assert all(isinstance(v, float) for v in metrics.values())  # numbers only: dvc metrics show tabulates them
-    assert Path(tmp_path / "features/effnet-lite0/flowers17/all.h5").exists()
+    assert Path(tmp_path / "features/effnet-lite0/flowers17/none/all.h5").exists()

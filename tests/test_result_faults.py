@@ -292,7 +292,7 @@ def test_output_folders_under_a_file_are_one_line_before_any_work(tiny_digits, t
     (tmp_path / "taken").write_text("a file where a folder should be")
     line = _one_line(CliRunner().invoke(main, ["evaluate", "-b", "tiny", "-d", "digits", "--head", "svm", "--features",
                                                str(tiny_digits), "--no-extract-missing", "--out-dir", "taken/m"]))
-    assert "cannot write into taken/m/tiny/digits: taken is a file, not a folder" in line
+    assert "cannot write into taken/m/tiny/digits/cnn: taken is a file, not a folder" in line
     write_results(_classifier(0.9), tmp_path / "metrics/mynet/digits/svm.json")
     line = _one_line(CliRunner().invoke(main, ["compare", "--png", "taken/compare.png"]))
     assert "taken is a file, not a folder" in line
@@ -354,10 +354,10 @@ def test_another_data_sets_features_in_the_folder_are_refused(in_tmp):
                 write_image(in_tmp / "pets" / split / c / f"{k}.jpg", seed=k + ord(c) + 7 * len(split))
     pets = plugins.create("dataset", "imagefolder", path=str(in_tmp / "pets"))
     for split in pets.splits:
-        extract_split(tiny_backbone(), pets, split, in_tmp / "features/tiny/digits" / f"{split}.h5",
+        extract_split(tiny_backbone(), pets, split, in_tmp / "features/tiny/digits/none" / f"{split}.h5",
                       ExtractSettings(workers=1, runtime="eager"), progress=False)
     line = _one_line(_evaluate_cli("-b", "tiny"))
-    assert "digits/train.h5 holds dataset 'imagefolder', but evaluate asked for 'digits'" in line
+    assert "digits/none/train.h5 holds dataset 'imagefolder', but evaluate asked for 'digits'" in line
     assert not (in_tmp / "m").exists()
 
 

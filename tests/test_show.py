@@ -150,7 +150,7 @@ def test_defaults_come_from_params_and_a_result_outside_the_data_set_is_a_placeh
     root = evaluated
     (root / "params.yaml").write_text(f"data_root: {root / 'data'}\n")
     run_cli("show", "-b", "tiny", "-d", "roxford5k", "--queries", "1", cwd=root)
-    assert sorted(p.name for p in (root / "reports/show/tiny/roxford5k").iterdir()) == [f"{QUERIES[0]}.png"]
+    assert sorted(p.name for p in (root / "reports/show/tiny/roxford5k/cnn").iterdir()) == [f"{QUERIES[0]}.png"]
     # a ranking naming an image the data set does not have (a distractor): drawn as "missing"
     path = root / "metrics/tiny/roxford5k/l2.outcomes.json"
     [(name, out)] = OUT.read(path)
@@ -212,3 +212,58 @@ def test_outcomes_without_rankings_unknown_queries_and_missing_images(evaluated)
     (root / "data/roxford5k/jpg" / f"{DB[3]}.jpg").unlink()
     err = _fails(root)
     assert "roxford5k" in err and DB[3] in err
+
+
+# -- recipes: which result is drawn ----------------------------------------------------------------------
+
+
+def _as_recipe(root: Path, recipe: str, reverse: bool = False) -> Path:
+    """The fixture's result (old layout) written again as ``recipe``'s, in the layout with the recipe
+    folder; ``reverse``: each ranking reversed, so the pictures tell the two results apart."""
+    from cnnbench.evaluate import result_path
+
+    old = root / "metrics/tiny/roxford5k/l2.json"
+    [(name, out)] = OUT.read(OUT.path_for(old))
+    if reverse:
+        out.ranking = [list(reversed(r)) for r in out.ranking]
+    path = result_path(root / "metrics", "tiny", "roxford5k", recipe, "l2")
+    write_results({**read_results(old), "recipe": recipe, "outcomes": [(name, out)]}, path)
+    return path
+
+
+def test_recipe_picks_its_result_folder_and_its_pictures_go_to_a_folder_of_their_own(evaluated):
+    root = evaluated
+    path = _as_recipe(root, "cnn-ss", reverse=True)
+    (root / "params.yaml").write_text(f"data_root: {root / 'data'}\n")
+    proc = run_cli("show", "-b", "tiny", "-d", "roxford5k", "--recipe", "cnn-ss", "--query", QUERIES[0], cwd=root)
+    png = root / "reports/show/tiny/roxford5k/cnn-ss" / f"{QUERIES[0]}.png"
+    assert str(png.relative_to(root)) in proc.stdout and not (root / "reports/show/tiny/roxford5k/cnn").exists()
+    [(_, out)] = OUT.read(OUT.path_for(path))
+    entry = GND[0]
+    want = S.verdicts(out.ranking[0], {DB[i] for i in entry["easy"] + entry["hard"]}, {DB[i] for i in entry["junk"]})
+    assert [_pixel(Image.open(png), k) for k in range(len(want))] == [S.COLOURS[v] for v in want]
+    # the default recipe still reads the result written before recipes
+    run_cli("show", "-b", "tiny", "-d", "roxford5k", "--query", QUERIES[0], cwd=root)
+    assert (root / "reports/show/tiny/roxford5k/cnn" / f"{QUERIES[0]}.png").read_bytes() != png.read_bytes()
+
+
+def test_a_cnn_result_in_both_layouts_is_refused_naming_both(evaluated):
+    root = evaluated
+    new = _as_recipe(root, "cnn")
+    err = _fails(root)
+    assert f"{new} and {root / 'metrics/tiny/roxford5k/l2.json'} are both results of tiny on roxford5k" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_result_in_another_recipes_folder_or_an_unknown_recipe_is_one_line(evaluated):
+    root = evaluated
+    path = _as_recipe(root, "cnnaug")
+    target = path.parent.parent / "cnn-ss"
+    path.parent.rename(target)  # cnnaug's files where cnn-ss's belong
+    err = _fails(root, "--recipe", "cnn-ss")
+    assert "holds recipe 'cnnaug', not recipe 'cnn-ss' as its folder says" in err
+    assert "rerun `cnnbench evaluate -b tiny -d roxford5k --recipe cnn-ss --head l2`" in err
+    err = _fails(root, "--recipe", "cnn-sss")
+    assert "recipe 'cnn-sss': no such recipe (did you mean 'cnn-ss'?)" in err and len(err.strip().splitlines()) == 1
+    err = _fails(root, "--recipe", "cnnaug-ss")
+    assert "no l2 outcomes at" in err and "cnnaug-ss/l2.outcomes.json" in err and "--recipe cnnaug-ss --head l2" in err

@@ -4,7 +4,7 @@
 Not a benchmark of its own: its features are extracted once (``cnnbench extract -b BACKBONE -d
 revisitop1m``, into ``features/<backbone>/revisitop1m/database.h5``) and appended to the database
 of a retrieval data set at evaluation with that data set's ``distractors`` option
-(``cnnbench evaluate -b BACKBONE -d roxford5k -D distractors=revisitop1m``; see
+(``cnnbench evaluate -b BACKBONE -d roxford5k -E distractors=revisitop1m``; see
 :mod:`cnnbench.retrieval`'s :class:`~cnnbench.retrieval.Distractors`). Evaluating it alone is
 refused: it has no queries and no ground truth.
 
@@ -36,7 +36,7 @@ N_ARCHIVES = 100
 @hookimpl
 def register_datasets(register):
     register("revisitop1m", Revisitop1M,
-             description="R1M: 1M distractor images for roxford5k/rparis6k (-D distractors=revisitop1m); not evaluated alone")
+             description="R1M: 1M distractor images for roxford5k/rparis6k (-E distractors=revisitop1m); not evaluated alone")
 
 
 class Revisitop1M(Dataset):
@@ -48,7 +48,7 @@ class Revisitop1M(Dataset):
     distractor_set = True  # appended to other data sets; it takes no distractors itself
     list_name = "revisitop1m.txt"
     description = ("revisitop 1M distractors (Radenović et al. 2018): 1,001,001 images appended to a retrieval "
-                   "database with -D distractors=revisitop1m")
+                   "database with -E distractors=revisitop1m")
     url = (f"{URL_BASE}revisitop1m.txt (image list) and {URL_BASE}jpg/revisitop1m.1.tar.gz ... "
            f"revisitop1m.{N_ARCHIVES}.tar.gz (images; as revisitop's download.py fetches them)")
     layout = ("  revisitop1m.txt (one image path relative to jpg/ a line)\n"
@@ -107,4 +107,4 @@ class Revisitop1M(Dataset):
     def trials(self, labels: dict[str, np.ndarray]) -> list[Trial]:
         raise UserError("revisitop1m is a distractor set, not a benchmark (no queries, no ground truth): extract it "
                         "once, then evaluate a retrieval data set with it, e.g. cnnbench evaluate -d roxford5k "
-                        "-D distractors=revisitop1m")
+                        "-E distractors=revisitop1m")
