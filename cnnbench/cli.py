@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import traceback
@@ -267,10 +266,9 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
              weights=None, data_root=None, overwrite=False, progress=True, dataset_opts=None, backbone_opts=None,
              recipe=None):
     """Every split (or ``splits``) of the data set into ``out`` (default: the recipe's feature folder)."""
-    from .settings import resolve_device
+    from .extract import engine_for
 
-    if settings.engine == "local":  # Ray workers pick their own devices
-        resolve_device(settings.device)  # before the (slow) backbone: a missing GPU is one line, at once
+    engine = engine_for(settings)  # before the (slow) backbone: a missing GPU is one line, at once
     dataset = ctx.dataset(dataset_name, data_root, dataset_opts)
     dataset.check()
     for split in splits:
@@ -279,26 +277,17 @@ def _extract(ctx: Ctx, backbone_name: str, dataset_name: str, settings, *, out: 
     backbone = ctx.backbone(backbone_name, weights, backbone_opts)
     out = Path(out) if out else ctx.features_dir(backbone_name, dataset_name, recipe)
     results = []
-    with _engine_session(settings):
+    with engine.session():  # one Ray connection for every split (starting Ray takes seconds)
         for split in splits or dataset.splits:
-            results.append(_extract_one(backbone, dataset, split, out, settings, progress, overwrite))
+            results.append(_extract_one(backbone, dataset, split, out, settings, progress, overwrite, engine))
     return backbone, results
 
 
-def _engine_session(settings):
-    """One Ray connection for every split that needs one (starting a Ray instance takes seconds)."""
-    if settings.engine == "ray":
-        from .ray_engine import held
-
-        return held()
-    return contextlib.nullcontext()
-
-
-def _extract_one(backbone, dataset, split, out, settings, progress, overwrite):
+def _extract_one(backbone, dataset, split, out, settings, progress, overwrite, engine):
     from .extract import extract_split
 
     res = extract_split(backbone, dataset, split, out / f"{split}.h5", settings, progress=progress,
-                        overwrite=overwrite)
+                        overwrite=overwrite, engine=engine)
     if res.cached:
         click.echo(f"{res.path}: up to date ({res.written} images)")
     else:

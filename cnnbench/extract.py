@@ -1,8 +1,9 @@
-"""The extraction engine: the only place that decodes images, batches them and runs a backbone.
+"""Extraction: one split into one feature file, whichever engine does the work.
 
-Decoding runs in a small thread pool a few batches ahead of the model (PIL releases the GIL while
-decoding and resizing), so the forward pass rarely waits. Rows stream into the HDF5 store batch by
-batch: memory stays flat in the number of images, and an interrupted run resumes where it stopped.
+The engine (:func:`engine_for`: the local one or Ray's, behind :class:`cnnbench.engine.Engine`) makes
+batches; :func:`extract_split` alone writes them: the skips, the rows, the progress bar, what an
+interruption keeps. Rows stream into the HDF5 store batch by batch: memory stays flat in the number of
+images, and an interrupted run resumes where it stopped, under either engine.
 """
 
 from __future__ import annotations
@@ -12,22 +13,19 @@ import json
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from . import __version__
-from . import runtime as runtimes
 from .backbone import Backbone
 from .dataset import Dataset, Item
-from .decode import decode_batch
-from .errors import StoreError, UserError
-from .settings import ExtractSettings, check_precision, resolve_device
+from .engine import Engine, EngineFailed, build_runtime, forward_batch  # noqa: F401 - both once lived here
+from .errors import CnnbenchError, StoreError, UserError
+from .local_engine import LocalEngine, default_workers  # noqa: F401 - default_workers once lived here
+from .settings import ExtractSettings
 from .store import StoreWriter, clear_leftovers, open_info, verify
 
 log = logging.getLogger("cnnbench.extract")
@@ -46,26 +44,6 @@ class ExtractResult:
     @property
     def images_per_s(self) -> float:
         return (self.written + len(self.skipped)) / self.seconds if self.seconds > 0 else float("nan")
-
-
-def default_workers() -> int:
-    """Decode threads: one per two cores, at least one (the model keeps the rest busy)."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-def forward_batch(rt, batch: np.ndarray, settings: ExtractSettings, device: torch.device) -> dict[str, np.ndarray]:
-    """Features of a decoded batch (B, V, H, W, 3), per layer: (B, D), or (B, V, D) with views. All
-    views of the batch go through the model together. Both engines call this, so both store the same rows."""
-    if not len(batch):
-        return {}
-    flat = batch.reshape((-1,) + batch.shape[2:])
-    x = torch.from_numpy(flat if flat.flags.writeable and flat.flags.c_contiguous else flat.copy())  # Ray's are read-only
-    if device.type == "cuda":
-        x = x.pin_memory()
-    feats = {k: v.cpu().numpy() for k, v in zip(settings.layers, _forward(rt, x))}
-    if settings.views != "none":
-        feats = {k: v.reshape(len(batch), len(settings.view_names), -1) for k, v in feats.items()}
-    return feats
 
 
 def signature(backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item],
@@ -110,21 +88,30 @@ def source_state(item: Item) -> str:
         return f"unreadable:{type(exc).__name__}"
 
 
+def engine_for(settings: ExtractSettings) -> Engine:
+    """The engine ``settings.engine`` names: the one place it is chosen. The local one resolves its
+    device as it is made, so a missing GPU is one line before any slow work."""
+    if settings.engine == "ray":
+        from .ray_engine import RayEngine  # Ray Data is imported only when asked for
+
+        return RayEngine()
+    return LocalEngine(settings)
+
+
 def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: str | os.PathLike,
                   settings: ExtractSettings | None = None, *, progress: bool = True,
-                  overwrite: bool = False) -> ExtractResult:
+                  overwrite: bool = False, engine: Engine | None = None) -> ExtractResult:
     """Extract one split of ``dataset`` into ``out_path`` (an ``.h5`` file), as ``settings`` say.
 
     With ``views`` other than ``"none"`` every image gives V model inputs (16 for ``jitter16``, the sum
     of l² for ``spatial``) and features are stored as (N, V, D); ``batch_size`` counts model inputs,
     so a batch holds ``batch_size // V`` images, all of whose views go through the model together.
-    ``overwrite`` extracts again and discards partial work instead of resuming it.
+    ``overwrite`` extracts again and discards partial work instead of resuming it. ``engine``: the
+    one a command chose for all its splits (default: :func:`engine_for` ``settings``).
     """
     out_path = Path(out_path)
     settings = (settings or ExtractSettings()).resolve(split, dataset, backbone)
-    if settings.engine == "local":  # Ray workers pick their own device (GPU when given --gpus-per-worker)
-        device = resolve_device(settings.device)
-        check_precision(settings.precision, device)
+    engine = engine or engine_for(settings)
     items = list(dataset.items(split))
     if not items:
         raise UserError(f"data set {dataset.name!r} split {split!r} has no images "
@@ -142,19 +129,8 @@ def extract_split(backbone: Backbone, dataset: Dataset, split: str, out_path: st
         start, t0 = writer.next_item, time.perf_counter()
         if start:
             log.warning("resuming %s from item %d of %d", writer.partial, start, len(items))
-        what = f"{dataset.name}/{split}"
-        if settings.engine == "ray":
-            from . import ray_engine
-
-            ray_run = ray_engine.run(backbone, what, items, writer, settings, progress)
-            skipped, runtime_name, details = ray_run.skipped, ray_run.runtime, {"ray": ray_run}
-        else:
-            rt = build_runtime(backbone, settings, device)
-            try:
-                skipped = _pipeline(backbone, what, items, writer, settings, rt, device, progress)
-            finally:
-                rt.close()
-            runtime_name, details = rt.name, {}
+        skipped, runtime_name, details = _write(engine, backbone, f"{dataset.name}/{split}", items, writer, settings,
+                                                progress)
         _commit(writer, backbone, dataset, split, items, settings, sig, runtime_name, skipped)
         return ExtractResult(out_path, len(items) - len(skipped) - start, skipped, time.perf_counter() - t0,
                              resumed_from=start, details=details)
@@ -187,58 +163,36 @@ def _up_to_date(out_path: Path, sig_text: str, items: Sequence[Item]) -> int | N
     return info.n
 
 
-def build_runtime(backbone: Backbone, settings: ExtractSettings, device: torch.device, threads: int | None = None):
-    """The checked runtime both engines extract with (a Ray worker builds its own, once)."""
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
-    backbone.to(device)
-    return runtimes.build(backbone, list(settings.layers), settings.pooling, settings.runtime, device,
-                          autocast_dtype=autocast_dtype, threads=threads,
-                          batch_size=settings.images_per_batch * len(settings.view_names))
-
-
-def _pipeline(backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter,
-              settings: ExtractSettings, rt, device: torch.device, progress: bool) -> list[tuple[str, str]]:
-    """Decode ahead in threads, run the model, stream rows into ``writer``; returns this run's skips."""
-    per_batch = settings.images_per_batch
-    workers = settings.workers or default_workers()
-    start = writer.next_item
+def _write(engine: Engine, backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter,
+           settings: ExtractSettings, progress: bool) -> tuple[list[tuple[str, str]], str, dict]:
+    """Stream the engine's batches into ``writer``, in order; returns this run's skips, the runtime
+    and the engine's details."""
+    start = expected = writer.next_item
     skipped_all: list[tuple[str, str]] = []
-    bar = progress_bar(len(items), start, f"{backbone.name} {what}", progress)
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnbench-decode") as pool:
-            pending: deque = deque()
-            starts = iter(range(start, len(items), per_batch))
-
-            def submit_next() -> None:
-                s = next(starts, None)
-                if s is not None:
-                    pending.append((s, pool.submit(decode_batch, items[s : s + per_batch], backbone.preprocess, settings)))
-
-            for _ in range(workers + 1):
-                submit_next()
-            try:
-                while pending:
-                    s, fut = pending.popleft()
-                    batch, ok, skipped = fut.result()
-                    submit_next()
-                    feats = forward_batch(rt, batch, settings, device)
-                    for _, why in skipped:
-                        log.warning("skipping unreadable image %s", why)
-                    skipped_all.extend(skipped)
-                    writer.append([i.id for i in ok], labels_array(ok), feats, next_item=s + len(ok) + len(skipped),
-                                  skipped=skipped)
-                    bar.update(len(ok) + len(skipped))
-            except BaseException:
-                for _, fut in pending:  # do not decode what will never be written
-                    fut.cancel()
-                raise
-    except KeyboardInterrupt:
-        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial,
-                    writer.kept)
-        raise
-    finally:
-        bar.close()
-    return skipped_all
+    with engine.run(backbone, items, start, settings) as run:
+        bar = progress_bar(len(items), start, f"{backbone.name} {what}{engine.tag}", progress)
+        try:
+            for b in run.batches:
+                if b.start != expected:
+                    raise CnnbenchError(f"the {engine.name} engine returned batch {b.start} where {expected} was due; "
+                                        f"nothing after item {expected} was written. Run the same command again")
+                for _, why in b.skipped:
+                    log.warning("skipping unreadable image %s", why)
+                skipped_all.extend(b.skipped)
+                writer.append([i.id for i in b.items], labels_array(b.items), b.features, next_item=b.next_item,
+                              skipped=b.skipped)
+                bar.update(b.next_item - b.start)
+                expected = b.next_item
+        except KeyboardInterrupt:
+            log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial,
+                        writer.kept)
+            raise
+        except EngineFailed as exc:
+            raise CnnbenchError(f"{exc}; {writer.kept} items are kept in {writer.partial}; run the same command to "
+                                "resume") from exc
+        finally:
+            bar.close()
+    return skipped_all, run.runtime, run.details
 
 
 def _commit(writer: StoreWriter, backbone: Backbone, dataset: Dataset, split: str, items: Sequence[Item],
@@ -263,20 +217,6 @@ def _commit(writer: StoreWriter, backbone: Backbone, dataset: Dataset, split: st
         "skipped_sources": {sid: source_state(by_id[sid]) for sid in writer.skipped_ids() if sid in by_id},
     }
     writer.commit(attrs, dataset.extras(split))
-
-
-def _forward(rt, x: torch.Tensor) -> list[torch.Tensor]:
-    """Run a batch; on a GPU out-of-memory error, run it again in halves (and remember nothing: the
-    next batch tries the full size again, which is right when memory was only briefly short)."""
-    try:
-        return rt(x)
-    except torch.cuda.OutOfMemoryError:
-        if len(x) == 1:
-            raise
-        torch.cuda.empty_cache()
-        half = len(x) // 2
-        log.warning("GPU out of memory on a batch of %d inputs: splitting it (lower --batch-size)", len(x))
-        return [torch.cat(parts) for parts in zip(_forward(rt, x[:half]), _forward(rt, x[half:]))]
 
 
 def labels_array(items: Sequence[Item]) -> np.ndarray:

@@ -8,9 +8,10 @@ The pipeline is the local engine's, spread out:
 * decoding and views in Ray tasks (:func:`cnnbench.decode.decode_batch`, the local engine's function;
   those workers never load torch);
 * the backbone in a pool of actors; each builds its runtime once with
-  :func:`cnnbench.extract.build_runtime` (the same choice of runtime and the same exactness check) and
-  runs :func:`cnnbench.extract.forward_batch`;
-* rows come back to the driver in order (``preserve_order``) and go into the same
+  :func:`cnnbench.engine.build_runtime` (the same choice of runtime and the same exactness check) and
+  runs :func:`cnnbench.engine.forward_batch`;
+* rows come back to the driver in order (``preserve_order``) as :class:`cnnbench.engine.Batch` es, which
+  the one writing loop both engines share (:func:`cnnbench.extract.extract_split`) puts into the same
   :class:`~cnnbench.store.StoreWriter`, which alone writes the file. The workers write nothing.
 
 A killed actor is restarted by Ray and its batch retried (Ray Data's actor defaults: unlimited
@@ -45,13 +46,13 @@ import numpy as np
 
 from .dataset import Item
 from .decode import decode_batch
+from .engine import Batch, EngineFailed, Run
 from .errors import CnnbenchError, UserError
 from .preprocess import Preprocess
 from .settings import ExtractSettings
 
 if TYPE_CHECKING:  # decode workers import this module: no torch at import time
     from .backbone import Backbone
-    from .store import StoreWriter
 
 log = logging.getLogger("cnnbench.ray")
 
@@ -229,22 +230,19 @@ class _ModelWorker:
         import ray
         import torch
 
-        from .extract import build_runtime
-        from .settings import check_precision, resolve_device
+        from .engine import build_runtime, runtime_device
 
         backbone: Backbone = ray.get(backbone_box[0])
-        if gpus > 0:  # Ray has set CUDA_VISIBLE_DEVICES to this actor's GPU
-            self.device = resolve_device("cuda")
-        else:
-            self.device = torch.device("cpu")
+        # with a GPU share, Ray has set CUDA_VISIBLE_DEVICES to this actor's GPU
+        self.device = runtime_device("cuda" if gpus > 0 else "cpu", settings.precision)
+        if gpus == 0:
             torch.set_num_threads(threads)
-        check_precision(settings.precision, self.device)
         self.settings = settings
         self.node = ray.get_runtime_context().get_node_id()
         self.rt = build_runtime(backbone, settings, self.device, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        from .extract import forward_batch
+        from .engine import forward_batch
 
         pixels = _one(batch["pixels"])
         t0 = time.perf_counter()
@@ -278,11 +276,9 @@ def _one(column):
 
 @dataclass
 class RayRun:
-    """What a run did: its skips, the runtime its workers used, and per-batch timings (seconds) for
+    """How a run was spread out (its plan) and per-batch timings (seconds) for
     ``benchmarks/scale_out.py``: decoding (in a task), the model (in an actor), the driver's write."""
 
-    skipped: list[tuple[str, str]]
-    runtime: str
     plan: Plan
     decode_s: list[float] = field(default_factory=list)
     model_s: list[float] = field(default_factory=list)
@@ -291,36 +287,42 @@ class RayRun:
     pixel_bytes: int = 0  # decoded pixels that went through the object store to the actors
 
 
-def run(backbone: Backbone, what: str, items: Sequence[Item], writer: StoreWriter, settings: ExtractSettings,
-        progress: bool) -> RayRun:
-    """Extract ``items`` from ``writer.next_item`` on, as the local engine would."""
-    with connect(settings.ray_address) as ray:
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        p = plan(settings, nodes)
-        log.info("ray engine: %s", p.describe())
-        return _run(ray, p, backbone, what, items, writer, settings, progress)
+class RayEngine:
+    """Ray Data on a Ray cluster (``--engine ray``): the local engine's batches, spread out."""
+
+    name, tag = "ray", " (ray)"
+
+    def session(self):
+        return held()
+
+    @contextmanager
+    def run(self, backbone: Backbone, items: Sequence[Item], start: int, settings: ExtractSettings):
+        with connect(settings.ray_address) as ray:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            p = plan(settings, nodes)
+            log.info("ray engine: %s", p.describe())
+            with _pipeline(ray, p, backbone, items, start, settings) as run:
+                yield run
 
 
-def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
+@contextmanager
+def _pipeline(ray, p: Plan, backbone: Backbone, items: Sequence[Item], start: int, settings: ExtractSettings):
     from ray.data import DataContext
 
-    from .extract import labels_array, progress_bar
-
     per_batch = settings.images_per_batch
-    start = writer.next_item
     rows = [{"start": s, "items": pickle.dumps(list(items[s : s + per_batch]), protocol=5)}
             for s in range(start, len(items), per_batch)]
-    result = RayRun([], "eager", p)
-    runtimes: set[str] = set()
-    nodes: Counter[str] = Counter()
+    timings = RayRun(p)
+    run = Run(iter(()), "eager", {"ray": timings})
     if not rows:
-        return result
+        yield run
+        return
     ctx = DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     ctx.execution_options.preserve_order = True  # rows reach the store in the local engine's order
     ctx.enable_progress_bars = False  # the driver draws one bar, as the local engine does
     # Ray Data logs a worker's error (with its traceback) before raising it; the error is reported
-    # once, in one line, below. -v shows Ray Data's own log.
+    # once, in one line, by the writing loop. -v shows Ray Data's own log.
     data_log = logging.getLogger("ray.data")
     saved_level = data_log.level
     data_log.setLevel(logging.INFO if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL)
@@ -335,52 +337,46 @@ def _run(ray, p: Plan, backbone, what, items, writer, settings, progress):
                                                "gpus": p.gpus_per_worker, "threads": p.threads},
                         compute=ray.data.ActorPoolStrategy(size=p.workers),
                         num_cpus=p.cpus_per_worker, num_gpus=p.gpus_per_worker or None)
-    bar = progress_bar(len(items), start, f"{backbone.name} {what} (ray)", progress)
     watch = _StallWatch(ray, p)
-    expected = start
+    run.batches = _batches(ray, ds, items, settings, run, watch)
+    try:
+        yield run
+    finally:
+        run.batches.close()
+        watch.stop()
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        data_log.setLevel(saved_level)
+
+
+def _batches(ray, ds, items: Sequence[Item], settings: ExtractSettings, run: Run, watch: _StallWatch):
+    """The pipeline's rows as batches, with their timings; the runtime once all have come."""
+    timings: RayRun = run.details["ray"]
+    runtimes: set[str] = set()
+    nodes: Counter[str] = Counter()
     try:
         for row in ds.iter_rows():
             watch.tick()
             s, n = int(row["start"]), int(row["n"])
-            if s != expected:
-                raise CnnbenchError(f"the ray engine returned batch {s} where {expected} was due; nothing after "
-                                    f"item {expected} was written. Run the same command again")
             ok = [items[s + int(j)] for j in np.asarray(row["ok"]).reshape(-1)]
             skipped = [tuple(x) for x in json.loads(row["skipped"])]
             feats = {layer: np.asarray(row[f"f{i}"]) for i, layer in enumerate(settings.layers)} if ok else {}
             runtimes.add(str(np.asarray(row["runtime"]).reshape(-1)[0]))
             nodes[str(np.asarray(row["node"]).reshape(-1)[0])] += 1
-            for _, why in skipped:
-                log.warning("skipping unreadable image %s", why)
-            result.skipped.extend(skipped)
+            timings.decode_s.append(float(np.asarray(row["decode_s"]).reshape(-1)[0]))
+            timings.model_s.append(float(np.asarray(row["model_s"]).reshape(-1)[0]))
+            timings.pixel_bytes += int(np.asarray(row["pixel_bytes"]).reshape(-1)[0])
+            timings.images.append(n)
             t0 = time.perf_counter()
-            writer.append([i.id for i in ok], labels_array(ok), feats, next_item=s + n, skipped=skipped)
-            result.write_s.append(time.perf_counter() - t0)
-            result.decode_s.append(float(np.asarray(row["decode_s"]).reshape(-1)[0]))
-            result.model_s.append(float(np.asarray(row["model_s"]).reshape(-1)[0]))
-            result.pixel_bytes += int(np.asarray(row["pixel_bytes"]).reshape(-1)[0])
-            result.images.append(n)
-            bar.update(n)
-            expected = s + n
-    except KeyboardInterrupt:
-        log.warning("interrupted: %s keeps the %d items done; run the same command to resume", writer.partial,
-                    writer.kept)
-        raise
+            yield Batch(s, s + n, ok, feats, skipped)
+            timings.write_s.append(time.perf_counter() - t0)  # the time the driver took to write it
     except ray.exceptions.RayError as exc:
-        raise CnnbenchError(f"the ray engine failed in a worker: {_summary(exc)}; {writer.kept} items are kept in "
-                            f"{writer.partial}; run the same command to resume") from exc
-    finally:
-        watch.stop()
-        bar.close()
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
-        data_log.setLevel(saved_level)
+        raise EngineFailed(f"the ray engine failed in a worker: {_summary(exc)}") from exc
     log.info("ray engine: batches per node: %s", ", ".join(f"{k[:8]}… {v}" for k, v in sorted(nodes.items())))
     if len(runtimes) > 1:
         raise CnnbenchError(f"the Ray workers extracted with different runtimes ({', '.join(sorted(runtimes))}), so "
                             "the file would mix them; install the same packages on every node (onnxruntime) or "
                             "pass --runtime eager. Nothing was written")
-    result.runtime = runtimes.pop() if runtimes else "eager"
-    return result
+    run.runtime = runtimes.pop() if runtimes else "eager"
 
 
 def _summary(exc: BaseException) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
 import torch
 
 from cnnbench import plugins, store
-from cnnbench.extract import extract_split
+from cnnbench.engine import EngineFailed
+from cnnbench.errors import CnnbenchError
+from cnnbench.extract import engine_for, extract_split
+from cnnbench.local_engine import LocalEngine
 from cnnbench.settings import ExtractSettings
 from cnnbench.images import load_and_preprocess, normalize
 
@@ -55,9 +60,9 @@ def test_interrupted_extraction_resumes_and_gives_the_same_file(tiny, image_fold
     ds = _folder(image_folder)
     ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", ExtractSettings(batch_size=4), progress=False).path
     target = tmp_path / "t.h5"
-    from cnnbench import extract as engine
+    from cnnbench import runtime as runtimes
 
-    real_build = engine.runtimes.build
+    real_build = runtimes.build
 
     def build_dying_runtime(*a, **k):
         rt, calls = real_build(*a, **k), {"n": 0}
@@ -82,11 +87,11 @@ def test_interrupted_extraction_resumes_and_gives_the_same_file(tiny, image_fold
         def close(self):
             self.rt.close()
 
-    monkeypatch.setattr(engine.runtimes, "build", build_dying_runtime)
+    monkeypatch.setattr(runtimes, "build", build_dying_runtime)
     with pytest.raises(KeyboardInterrupt):
         extract_split(tiny, ds, "all", target, ExtractSettings(batch_size=4), progress=False)
     assert not target.exists() and store.partial_path(target).exists()
-    monkeypatch.setattr(engine.runtimes, "build", real_build)
+    monkeypatch.setattr(runtimes, "build", real_build)
     res = extract_split(tiny, ds, "all", target, ExtractSettings(batch_size=4), progress=False)
     assert res.resumed_from == 8
     assert target.read_bytes() == ref.read_bytes()
@@ -99,3 +104,54 @@ def test_multiple_layers_from_one_pass(tiny, image_folder, tmp_path):
     assert store.read(res.path).features.shape == (18, 8)  # the first layer is the default
     with pytest.raises(ValueError, match="no layer 'nope'"):
         extract_split(tiny, ds, "all", tmp_path / "n.h5", ExtractSettings(layers=["nope"]), progress=False)
+
+
+# -- the one writing loop, whichever engine made the batches ----------------------------------------------
+
+
+class _Swapped(LocalEngine):
+    """The local engine with its first two batches handed over in the wrong order."""
+
+    @contextlib.contextmanager
+    def run(self, *args):
+        with super().run(*args) as run:
+            first, second = next(run.batches), next(run.batches)
+            run.batches = itertools.chain([second, first], run.batches)
+            yield run
+
+
+class _FailsAfterTwo(LocalEngine):
+    """The local engine whose worker dies after two batches, as a Ray worker may."""
+
+    @contextlib.contextmanager
+    def run(self, *args):
+        with super().run(*args) as run:
+            def two_then_fail(batches=run.batches):
+                yield next(batches)
+                yield next(batches)
+                raise EngineFailed("the local engine failed in a worker: RuntimeError: boom")
+
+            run.batches = two_then_fail()
+            yield run
+
+
+def test_batches_out_of_order_are_refused_and_nothing_is_stored_past_the_gap(tiny, image_folder, tmp_path):
+    ds, settings = _folder(image_folder), ExtractSettings(batch_size=4)
+    ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", settings, progress=False).path
+    target = tmp_path / "t.h5"
+    with pytest.raises(CnnbenchError, match="the local engine returned batch 4 where 0 was due; nothing after item 0"):
+        extract_split(tiny, ds, "all", target, settings, progress=False, engine=_Swapped(settings))
+    assert not target.exists()
+    res = extract_split(tiny, ds, "all", target, settings, progress=False, engine=engine_for(settings))
+    assert res.resumed_from == 0 and target.read_bytes() == ref.read_bytes()
+
+
+def test_a_failed_worker_says_what_is_kept_and_the_rerun_resumes_from_there(tiny, image_folder, tmp_path):
+    ds, settings = _folder(image_folder), ExtractSettings(batch_size=4)
+    ref = extract_split(tiny, ds, "all", tmp_path / "ref.h5", settings, progress=False).path
+    target = tmp_path / "t.h5"
+    with pytest.raises(CnnbenchError, match=r"failed in a worker: RuntimeError: boom; 8 items are kept in .*t\.h5"
+                                            r"\.partial; run the same command to resume$"):
+        extract_split(tiny, ds, "all", target, settings, progress=False, engine=_FailsAfterTwo(settings))
+    res = extract_split(tiny, ds, "all", target, settings, progress=False)
+    assert res.resumed_from == 8 and target.read_bytes() == ref.read_bytes()
