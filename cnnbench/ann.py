@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .distances import spatial_distance, sq_dist
 from .errors import UserError
 
 FLAT_BELOW = 100_000  # default_factory: exact Flat below this many vectors, IVF-PQ from it on
@@ -192,8 +193,6 @@ def search(index, queries: np.ndarray, source, k: int, rerank: int = DEFAULT_RER
     """Whole-image search: ``rerank`` (at least ``k``) candidates per query from the index, re-scored
     exactly against ``source``'s rows, ties by database row; (order (Q, k), distance (Q, k)), the
     distance ``inf`` past the candidates."""
-    from .retrieval import _sq_dist
-
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = source.shape[0]
     k = max(1, min(int(k), n))
@@ -204,7 +203,7 @@ def search(index, queries: np.ndarray, source, k: int, rerank: int = DEFAULT_RER
         _, cand = index.search(q, r)
         for i, c in enumerate(cand):
             c = np.unique(c[c >= 0])  # sorted: ties fall back to database order below
-            d = np.sqrt(_sq_dist(q[i:i + 1], source.images(c)))[0]
+            d = np.sqrt(sq_dist(q[i:i + 1], source.images(c)))[0]
             o = np.argsort(d, kind="stable")
             orders[s + i] = _full(c[o], n, k)
             dists[s + i, :min(k, len(c))] = d[o][:k]
@@ -215,10 +214,8 @@ def search_spatial(index, queries: np.ndarray, source, k: int, candidates: int =
                    batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Spatial search: ``index`` holds every sub-patch of every database image (row = image·P + patch,
     ``source`` (N, P, D)). Each query patch (queries (Q, Pq, D)) takes ``candidates`` patches; their
-    images are re-scored exactly with :func:`cnnbench.retrieval.spatial_distance` (min over an image's
+    images are re-scored exactly with :func:`cnnbench.distances.spatial_distance` (min over an image's
     patches, mean over the query's) and ranked, ties by database order; (order (Q, k), distance)."""
-    from .retrieval import spatial_distance
-
     queries = np.asarray(queries, dtype=np.float32)
     n, p = source.shape[0], source.shape[1]
     k = max(1, min(int(k), n))

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .preprocess import Preprocess
-from .settings import POOLINGS
+from .preprocess import POOLINGS, Preprocess
 
 __all__ = ["Backbone", "Preprocess", "POOLINGS", "capture_layers"]
 

@@ -39,7 +39,8 @@ are never read as one, and an edited record is seen as edited.
 
 :func:`read_results` reads a unit back, checked (and the single-file records of cnnbench 0.1);
 :func:`read_outcomes` its outcomes. Feature files are checked against what was asked for before
-anything is fitted (:func:`check_features`): a file of another data set, split or backbone is one line.
+anything is fitted (:func:`cnnbench.store.check_features`): a file of another data set, split or
+backbone is one line.
 """
 
 from __future__ import annotations
@@ -106,11 +107,11 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     gives back; :func:`write_results` splits it into the files. ``backbone``: the name the user
     asked for (default: the feature files' ``backbone``), used to find its plugin.
 
-    Every feature file is checked first (:func:`check_features`): it is of this data set, this split
-    and ``backbone``, of the same backbone, weights and settings as the other splits, and holds the
-    ``expected`` attributes (the caller's knowledge, e.g. the weights' digest); with ``check_ids`` its
-    images (stored and skipped) are the ones the data set lists now (other data-set options, an image
-    added since: other images). ``evaluation``: the few-shot draws and distractors
+    Every feature file is checked first (:func:`cnnbench.store.check_features`): it is of this data
+    set, this split and ``backbone``, of the same backbone, weights and settings as the other splits,
+    and holds the ``expected`` attributes (the caller's knowledge, e.g. the weights' digest); with
+    ``check_ids`` its images (stored and skipped) are the ones the data set lists now (other data-set
+    options, an image added since: other images). ``evaluation``: the few-shot draws and distractors
     (:class:`cnnbench.recipes.EvalOptions`; default: ``recipe``'s, else none); ``recipe``: the
     recipe the result is of, named with its contents in the record (``recipe``, ``recipe_spec``)."""
     from . import store  # here, not at the top: compare reads results without h5py
@@ -126,9 +127,9 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
     fix = (f"extract them again (`cnnbench extract -b {backbone} -d {dataset.name}{named} --overwrite`) or point "
            f"--features at the folder that holds them")
     for split, i in infos.items():
-        check_features(i, {"dataset": dataset.name, "split": split, "backbone": backbone, **(expected or {})},
+        store.check_features(i, {"dataset": dataset.name, "split": split, "backbone": backbone, **(expected or {})},
                        "evaluate asked for", fix)
-        check_features(i, {k: info.attrs.get(k) for k in SHARED}, f"{info.path.name} holds", fix)
+        store.check_features(i, {k: info.attrs.get(k) for k in SHARED}, f"{info.path.name} holds", fix)
     sets = {split: store.read(info.path, layer) for split, info in infos.items()}
     if check_ids:
         for split, i in infos.items():
@@ -189,29 +190,6 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
 # the same extraction settings (view names and box scale may differ: retrieval queries have their own)
 SHARED = ("backbone", "backbone_plugin", "weights_sha256", "preprocess", "pooling", "views", "precision",
           "fast_decode", "exif_orientation", "max_pixels", "rotation_angles", "dataset_options")
-
-
-def check_features(info, expected: dict, asked: str, fix: str, label: str = "") -> None:
-    """One line when a feature file (:class:`cnnbench.store.StoreInfo`) does not hold what was asked
-    for: the first of its ``expected`` attributes (fields of the extraction signature: backbone,
-    weights_sha256, dataset, split…; None is not checked) it holds otherwise, named with what the
-    file holds and what ``asked`` (``evaluate asked for``, ``the database holds``) wants; then ``fix``."""
-    from .store import _attr
-
-    for field, want in expected.items():
-        if want is None:
-            continue
-        held, want = info.attrs.get(field), _attr(want)
-        if held != want:
-            raise UserError(f"{label}feature file {info.path} holds {field} {_shown(held)}, but {asked} "
-                            f"{_shown(want)}; {fix}")
-
-
-def _shown(value) -> str:
-    if value in (None, ""):
-        return "none"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…'"
 
 
 def _check_ids(info, stored, listed: list[str], fix: str) -> None:

@@ -1,4 +1,4 @@
-"""Decoding and preprocessing: the single implementation of :class:`~cnnbench.backbone.Preprocess`.
+"""Decoding and preprocessing: the single implementation of :class:`~cnnbench.preprocess.Preprocess`.
 
 Everything that turns a file or array into model input lives here, so that extraction, tests and
 benchmarks all feed a model identical pixels.
@@ -12,15 +12,12 @@ import threading
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .dataset import ImageSource
-
-if TYPE_CHECKING:  # annotations only: importing the backbone module would load torch for every command
-    from .backbone import Preprocess
+from .preprocess import Preprocess
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,

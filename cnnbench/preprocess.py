@@ -1,10 +1,13 @@
-"""How a model wants its pixels (like timm's ``pretrained_cfg``), apart from the model: decode
-workers need it without loading torch."""
+"""How a model wants its pixels (like timm's ``pretrained_cfg``) and how its maps become vectors
+(:data:`POOLINGS`), apart from the model: decode workers and the extraction settings need them
+without loading torch."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+
+POOLINGS = ("avg", "max")  # how spatial maps become vectors (Backbone.features, ExtractSettings.pooling)
 
 
 @dataclass(frozen=True)

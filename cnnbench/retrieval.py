@@ -4,11 +4,13 @@
   whitening (each component divided by the square root of its eigenvalue) → L2-normalise →
   signed power ``sign(x) |x|^power``. The paper applies the power last and does not normalise
   again; neither does this (distances are true L2 distances, so nothing assumes unit length).
-* :func:`spatial_distance`: the spatial search distance. Each image carries P sub-patches (or
-  views); the distance from a query sub-patch to a database image is the minimum L2 distance over
-  that image's sub-patches, and the query-to-image distance is the mean over the query's
-  sub-patches. :func:`spatial_view_levels` reads the pyramid level of each sub-patch from the
-  stored view names (``l{level}_r{row}_c{col}``), so a head can keep the levels it wants.
+* :func:`spatial_distance`: the spatial search distance (with :func:`pairwise_distance`, from
+  :mod:`cnnbench.distances`, which :mod:`cnnbench.ann` re-scores candidates with too). Each image
+  carries P sub-patches (or views); the distance from a query sub-patch to a database image is
+  the minimum L2 distance over that image's sub-patches, and the query-to-image distance is the
+  mean over the query's sub-patches. :func:`spatial_view_levels` reads the pyramid level of each
+  sub-patch from the stored view names (``l{level}_r{row}_c{col}``), so a head can keep the levels
+  it wants.
 * :func:`rank_database`: every query's database ranking (ascending distance), by an exact
   batched matrix product (default) or a FAISS index (``faiss-cpu``, :mod:`cnnbench.ann`: compressed
   above 100k vectors, candidates re-ranked exactly) for large databases, whole-image or spatial.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .distances import pairwise_distance, spatial_distance, sq_dist  # noqa: F401 (the first two: plugin surface)
 from .head import l2_normalize
 
 SPATIAL_VIEW = re.compile(r"l(\d+)_r(\d+)_c(\d+)")  # a spatial sub-patch: level, row, column
@@ -98,38 +101,6 @@ class Whitening:
         return np.ascontiguousarray(y.reshape(*shape[:-1], y.shape[-1]), dtype=np.float32)
 
 
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared L2 distances between rows of a (..., M, D) and b (K, D)."""
-    d = (a * a).sum(-1)[..., None] + (b * b).sum(-1) - 2.0 * (a @ b.T)
-    return np.maximum(d, 0.0)
-
-
-def pairwise_distance(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
-    """L2 distances (Q, N) between single descriptors (Q, D) and (N, D)."""
-    return np.sqrt(_sq_dist(np.asarray(queries, np.float32), np.asarray(database, np.float32)))
-
-
-def spatial_distance(query_patches: np.ndarray, db_patches: np.ndarray) -> np.ndarray:
-    """Spatial-search distance from queries to database images.
-
-    ``query_patches``: (Pq, D) for one query or (Q, Pq, D); ``db_patches``: (N, Pd, D). Returns (N,)
-    or (Q, N): ``mean over query patches of (min over an image's patches of the L2 distance)``.
-    One matrix product per call; batch the queries to bound memory (Q·Pq·N·Pd floats).
-    """
-    q = np.asarray(query_patches, dtype=np.float32)
-    db = np.asarray(db_patches, dtype=np.float32)
-    single = q.ndim == 2
-    if single:
-        q = q[None]
-    if q.ndim != 3 or db.ndim != 3 or q.shape[-1] != db.shape[-1]:
-        raise ValueError(f"spatial_distance wants (Q, Pq, D) or (Pq, D) queries and (N, Pd, D) database "
-                         f"patches with the same D; got {np.shape(query_patches)} and {np.shape(db_patches)}")
-    n, pd, dim = db.shape
-    d = np.sqrt(_sq_dist(q, db.reshape(n * pd, dim)))  # (Q, Pq, N*Pd)
-    d = d.reshape(q.shape[0], q.shape[1], n, pd).min(axis=3).mean(axis=1)
-    return d[0] if single else d
-
-
 def rank_database(queries: np.ndarray, database: np.ndarray, index: str = "exact", batch: int = 256,
                   top_k: int | None = None, faiss_index: str = "auto", *, nprobe: int | None = None,
                   rerank: int | None = None, candidates: int | None = None, train_size: int | None = None,
@@ -171,7 +142,7 @@ def rank_database(queries: np.ndarray, database: np.ndarray, index: str = "exact
         return _topk(dist, k)
     orders, dists = [], []
     for s in range(0, len(queries), batch):
-        o, d = _topk(np.sqrt(_sq_dist(queries[s:s + batch], database)), k)
+        o, d = _topk(np.sqrt(sq_dist(queries[s:s + batch], database)), k)
         orders.append(o)
         dists.append(d)
     return np.concatenate(orders), np.concatenate(dists)
@@ -341,22 +312,14 @@ def open_distractors(dataset, features_dir, infos: dict, sets: dict, layer: str 
         raise UserError(f"{label}: {path} holds features of a {dinfo.attrs.get('task')} data set; name the features of a "
                         "distractor set (revisitop1m; a data set of your own declares task = 'retrieval' and is "
                         "extracted again with --overwrite)")
-    from .evaluate import check_features
-
-    check_features(dinfo, {"backbone": backbone, "weights_sha256": info.attrs.get("weights_sha256") or None},
+    store.check_features(dinfo, {"backbone": backbone, "weights_sha256": info.attrs.get("weights_sha256") or None},
                    "the database holds", f"extract the distractors with `cnnbench extract -b {backbone} -d "
                    f"{name or 'revisitop1m'}` (the same weights)", label=f"{label}: ")
     if layer not in dinfo.layers:
         raise UserError(f"{label}: {path} has no layer {layer!r} (it holds {dinfo.layers}); extract the distractors "
                         f"with --layer {layer}, or evaluate a layer both files hold")
 
-    def read(f):
-        store._check_strings(f)
-        ds = f[f"features/{layer}"]
-        ids = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in f["ids"][()]], dtype=object)
-        return ids, tuple(ds.shape)
-
-    ids, shape = store._checked(path, read)
+    ids, shape = store.read_ids(path, layer)
     views = json.loads(dinfo.attrs["view_names"]) if len(shape) == 3 and dinfo.attrs.get("view_names") else None
     ours = set()
     for fs in sets.values():

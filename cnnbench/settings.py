@@ -15,9 +15,9 @@ from typing import Any, Mapping
 from . import options as O
 from .errors import UserError
 from .images import DEFAULT_ROTATIONS, MAX_PIXELS, VIEW_MODES, view_names
+from .preprocess import POOLINGS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-POOLINGS = ("avg", "max")  # how spatial maps become vectors
 RUNTIMES = ("auto", "eager", "compile", "onnx")
 ENGINES = ("local", "ray")
 # Upper bounds, so that one mistyped value cannot ask for unbounded work or memory:

@@ -45,8 +45,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from .errors import PluginError, StoreError
-from .head import FeatureSet
+from .errors import PluginError, StoreError, UserError
+from .featureset import FeatureSet
 from .partial import PartialRows, signature_of
 from .partial import discard as discard_partial
 
@@ -483,6 +483,27 @@ def open_info(path: str | os.PathLike) -> StoreInfo:
     return StoreInfo(path, attrs, n)
 
 
+def check_features(info: StoreInfo, expected: dict, asked: str, fix: str, label: str = "") -> None:
+    """One line when a feature file does not hold what was asked for: the first of its ``expected``
+    attributes (fields of the extraction signature: backbone, weights_sha256, dataset, split…; None
+    is not checked) it holds otherwise, named with what the file holds and what ``asked``
+    (``evaluate asked for``, ``the database holds``) wants; then ``fix``."""
+    for field, want in expected.items():
+        if want is None:
+            continue
+        held, want = info.attrs.get(field), _attr(want)
+        if held != want:
+            raise UserError(f"{label}feature file {info.path} holds {field} {_shown(held)}, but {asked} "
+                            f"{_shown(want)}; {fix}")
+
+
+def _shown(value) -> str:
+    if value in (None, ""):
+        return "none"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…'"
+
+
 def _check_strings(f: h5py.File) -> None:
     expected = json.loads(f.attrs.get("checksums", "{}") or "{}")
     if not expected:
@@ -549,6 +570,20 @@ def read(path: str | os.PathLike, layer: str | None = None) -> FeatureSet:
         extras = {k: json.loads(_text(f["extras"][k][()])) for k in f["extras"]} if "extras" in f else {}
         views = json.loads(info.attrs["view_names"]) if feats.ndim == 3 and info.attrs.get("view_names") else None
         return FeatureSet(feats, labels, ids, info.classes, extras, views)
+
+    return _checked(info.path, load)
+
+
+def read_ids(path: str | os.PathLike, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The ids of a feature file (checksums checked) and the shape of one layer, without its
+    features: what a distractor set of a million images is opened with before it is streamed."""
+    info = open_info(path)
+
+    def load(f: h5py.File) -> tuple[np.ndarray, tuple[int, ...]]:
+        if f"features/{layer}" not in f:
+            raise StoreError(f"{info.path} has no layer {layer!r}; it holds {info.layers}")
+        _check_strings(f)
+        return np.array([_text(s) for s in f["ids"][()]], dtype=object), tuple(f[f"features/{layer}"].shape)
 
     return _checked(info.path, load)
 
