@@ -421,15 +421,14 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, recipe, heads, layer, features, ou
     writable_dir(result_path(out_root, backbone, dataset, chosen.name, "x").parent)  # before any work is spent
     feat_dir = Path(features) if features else ctx.features_dir(backbone, dataset, chosen)
     missing = [s for s in ds.splits if not (feat_dir / f"{s}.h5").exists()]
-    bb = None
+    bb, settings = None, ctx.extract_settings(recipe=chosen)
     if missing and extract_missing:
-        click.echo(f"features missing for {missing}; extracting first ({chosen.name}: views "
-                   f"{ctx.extract_settings(recipe=chosen).views})")
-        bb, _ = _extract(ctx, backbone, dataset, ctx.extract_settings(recipe=chosen), out=feat_dir, splits=missing,
-                         weights=weights, data_root=data_root, dataset_opts=d_opts, recipe=chosen)
+        click.echo(f"features missing for {missing}; extracting first ({chosen.name}: views {settings.views})")
+        bb, _ = _extract(ctx, backbone, dataset, settings, out=feat_dir, splits=missing, weights=weights,
+                         data_root=data_root, dataset_opts=d_opts, recipe=chosen)
     # what the features must hold, where it is known: the weights given, the images the data set lists
     expected = {"weights_sha256": (bb or ctx.backbone(backbone, weights)).weights_digest()} if weights else {}
-    expected["views"] = ctx.extract_settings(recipe=chosen).views  # the recipe's views, not a neighbour's folder
+    expected["views"] = settings.views  # the recipe's views, not a neighbour's folder
     check_ids = ds.present()
     for head_name, head in built:
         if ds.task not in head.tasks:

@@ -192,12 +192,12 @@ def paper_row_of(rec: dict) -> str:
     named = (rec.get("recipe_spec") or {}).get("paper_row")
     row = paper.row_for(recipe_of(rec), named) if named is None or isinstance(named, str) else None
     if row is None:
-        from .evaluate import _rerun
+        from .evaluate import rerun_hint
         from .jsonio import describe
 
         source = rec.get("_path") or "a result"
         raise ResultError(f"{source}: recipe_spec['paper_row'] is {describe(named)}, not a paper row (one of "
-                          f"{sorted(paper.ROWS)}); {_rerun(Path(source), rec)}")
+                          f"{sorted(paper.ROWS)}); {rerun_hint(Path(source), rec)}")
     return row
 
 

@@ -331,12 +331,13 @@ def write_results(record: dict, metrics_path: str | os.PathLike) -> tuple[Path, 
                             "rename the head")
     numbers, run = split_record(record)
     outcomes_text = OUTCOMES.dumps(record.get("outcomes", []), backbone=record.get("backbone"),
-                                   dataset=record.get("dataset"), head=record.get("head")).encode()
-    metrics_text = dumps(numbers).encode()
-    atomic_write_text(OUTCOMES.path_for(metrics_path), outcomes_text.decode())
-    atomic_write_text(metrics_path, metrics_text.decode())
+                                   dataset=record.get("dataset"), head=record.get("head"))
+    metrics_text = dumps(numbers)
+    atomic_write_text(OUTCOMES.path_for(metrics_path), outcomes_text)
+    atomic_write_text(metrics_path, metrics_text)
     run = json.loads(dumps(run))  # as it reads back: its digest is that of what a reader sees
-    run[UNIT] = {"metrics": fingerprint(metrics_text), "outcomes": fingerprint(outcomes_text), "run": _sealed(run)}
+    run[UNIT] = {"metrics": fingerprint(metrics_text.encode()), "outcomes": fingerprint(outcomes_text.encode()),
+                 "run": _sealed(run)}
     return metrics_path, write_json(run_record_path(metrics_path), run)
 
 
@@ -364,7 +365,7 @@ def read_results(metrics_path: str | os.PathLike) -> dict | None:
         parts[name] = run.get(name, {})
         if not isinstance(parts[name], dict):
             raise ResultError(f"{run_path}: {name!r} is {describe(parts[name])}, not an object of numbers; "
-                              f"{_rerun(path, run)}")
+                              f"{rerun_hint(path, run)}")
     record["metrics"] = {**{k: v for k, v in numbers.items() if k not in spreads}, **parts["breakdown"]}
     record["std"] = {**{k[: -len(STD_SUFFIX)]: numbers[k] for k in spreads}, **parts["breakdown_std"]}
     return check_record(record, run_path)
@@ -376,7 +377,7 @@ def _read_unit(path: Path) -> tuple[dict[str, float], dict]:
     record was written with (their size and SHA-256, :func:`write_results`); the outcomes file is
     hashed in blocks, and not read at all when its size already differs."""
     run_path, side = run_record_path(path), OUTCOMES.path_for(path)
-    fix = _rerun(path)
+    fix = rerun_hint(path)
     for part in (path, run_path, side):
         if not part.exists():
             others = " and ".join(p.name for p in (path, run_path, side) if p != part)
@@ -386,7 +387,7 @@ def _read_unit(path: Path) -> tuple[dict[str, float], dict]:
     run = parse(read_bytes(run_path, MAX_RECORD_BYTES, fix), run_path, fix)
     if not isinstance(run, dict):
         raise ResultError(f"{run_path} holds {describe(run)}, not a run record; {fix}")
-    fix = _rerun(path, run)
+    fix = rerun_hint(path, run)
     unit = run.get(UNIT)
     if unit is None:
         raise ResultError(f"{run_path} was written by an older cnnbench, without the sizes and SHA-256 that tie it "
@@ -416,7 +417,7 @@ def _read_unclaimed(path: Path) -> dict | None:
     """A JSON file that no run record or outcomes file claims: a single-file record of cnnbench 0.1
     (checked), a metrics file whose run record is gone (refused), else None (anybody's JSON). One
     that cannot be read raises a plain ``ValueError``: it may be anybody's, so callers may skip it."""
-    fix = _rerun(path)
+    fix = rerun_hint(path)
     try:
         data = parse(read_bytes(path, MAX_RECORD_BYTES, fix), path, fix)
     except ResultError as exc:
@@ -438,7 +439,7 @@ def read_outcomes(metrics_path: str | os.PathLike, record: dict) -> list:
     side = OUTCOMES.path_for(metrics_path)
     if not side.exists() and not run_record_path(metrics_path).exists():
         return []
-    fix = _rerun(Path(metrics_path), record)
+    fix = rerun_hint(Path(metrics_path), record)
     who, trials = OUTCOMES.load(side, fix)
     theirs = {k: record.get(k) for k in who}
     if who != theirs:
@@ -456,7 +457,7 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
     (a string score, ``trials: "x"``), so that no reader drops or misreads it without a word."""
     from .fewshot import split_metric_name
 
-    fix = _rerun(Path(source), record)
+    fix = rerun_hint(Path(source), record)
 
     def bad(field: str, value, wanted: str):
         return ResultError(f"{source}: {field} is {describe(value)}, not {wanted}; {fix}")
@@ -510,7 +511,7 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
     return record
 
 
-def _rerun(path: Path, record: dict | None = None) -> str:
+def rerun_hint(path: Path, record: dict | None = None) -> str:
     """What to do about a broken result: the evaluate that writes it again (by its record's names
     where they are text, else by the metrics folder's layout, ``<backbone>/<dataset>/<recipe>/<head>.json``,
     or ``<backbone>/<dataset>/<head>.json`` of older results when the folder is no built-in recipe)."""
