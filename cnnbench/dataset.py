@@ -18,17 +18,34 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from . import options as O
 from .errors import MissingDataError, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 TASKS = ("multiclass", "multilabel", "retrieval")
 
-ImageSource = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes held in memory (a Hugging Face parquet cell, a WebDataset sample),
+    decoded by the same decoder as a file; ``name`` says where it came from in messages
+    (``hf:user/set@rev train[12]``)."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ImageSource = Union[str, os.PathLike, np.ndarray, EncodedImage]
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image: a file path or an in-memory uint8 array (H, W) or (H, W, 3)."""
+    """One image: a file path, an image file's bytes (:class:`EncodedImage`) or an in-memory uint8
+    array (H, W) or (H, W, 3)."""
 
     id: str
     image: ImageSource = field(repr=False)
@@ -46,6 +63,17 @@ class Trial:
     # stored splits of ``train`` that are the data set's official validation set (Flowers-102's
     # ``val``): heads choose hyperparameters on them, then refit on all of ``train``
     validation: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetOptions(O.Options):
+    """What every data set takes: where it lives (neither enters a signature: moving a data set
+    changes no result). A data set's own ``Options`` extend this class."""
+
+    data_root: str | None = O.option(None, "the folder holding the data sets (default: --data-root, "
+                                     "$CNNBENCH_DATA, params.yaml's data_root)", check=O.as_path, record=False)
+    path: str | None = O.option(None, "this data set's own folder (default: <data_root>/<folder>)",
+                                check=O.as_path, record=False)
 
 
 class Dataset:
@@ -66,14 +94,37 @@ class Dataset:
     # (cnnbench.recipes.EvalOptions) may not name it as the evaluated set
     distractor_set: bool = False
 
-    def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None) -> None:
-        """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``."""
+    def __init__(self, data_root: str | os.PathLike | None = None, path: str | os.PathLike | None = None, *,
+                 options: "O.Options | None" = None, **given) -> None:
+        """``path`` names the data set's own folder; otherwise it is ``data_root/<folder>``.
+
+        A data set that declares ``Options`` (a subclass of :class:`DatasetOptions`) is built from
+        them: ``cnnbench.plugins.create`` hands them over parsed (``data_root`` and ``path`` among
+        them), a direct call has its keywords parsed here; they then read as attributes
+        (``self.train_on``) and :meth:`options` records them. Without ``Options``, a subclass keeps
+        its own constructor and calls this one with ``data_root`` and ``path``."""
+        declared = O.options_of(type(self))
+        if declared is not None:
+            if options is None:
+                given = {**given, **{k: v for k, v in (("data_root", data_root), ("path", path)) if v is not None}}
+                options = declared.parse(self.name or type(self).__name__, given)
+            elif given or data_root is not None or path is not None:
+                raise TypeError(f"{type(self).__name__}: give options parsed or as keywords, not both")
+            self.opts = options
+            data_root, path = options.data_root, options.path
+        elif given:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {sorted(given)}")
         if path is not None:
             self.root: Path | None = Path(path)
         elif self.folder:
             self.root = Path(data_root if data_root is not None else default_data_root()) / self.folder
         else:
             self.root = None
+        if declared is not None:
+            self.setup()
+
+    def setup(self) -> None:
+        """Derive what the declared options imply, once ``root`` is known (caches start empty here)."""
 
     # -- what subclasses implement ------------------------------------------------------------
     @property
@@ -92,8 +143,16 @@ class Dataset:
         return [Trial("default", {"train": None}, {"test": None})]
 
     def options(self) -> dict:
-        """The protocol options in force, recorded with the results."""
-        return {}
+        """The protocol options in force, recorded with the results (the declared ``Options`` but
+        where the data set lives)."""
+        opts = self.__dict__.get("opts")
+        return opts.recorded() if opts is not None else {}
+
+    def __getattr__(self, name: str):
+        opts = self.__dict__.get("opts")
+        if opts is not None and name in opts.names():
+            return getattr(opts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def extras(self, split: str) -> dict:
         """Per-split structures the heads need besides labels, stored as JSON in the feature file

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .backbone import Backbone
-from .dataset import Dataset, Item
+from .dataset import Dataset, EncodedImage, Item
 from .engine import Engine, EngineFailed, build_runtime, forward_batch  # noqa: F401 - both once lived here
 from .errors import CnnbenchError, StoreError, UserError
 from .local_engine import LocalEngine, default_workers  # noqa: F401 - default_workers once lived here
@@ -79,6 +79,8 @@ def source_state(item: Item) -> str:
     files): recorded for skipped images, so fixing one makes the features stale."""
     if isinstance(item.image, np.ndarray):
         return "in-memory"
+    if isinstance(item.image, EncodedImage):
+        return f"{len(item.image.data)}:{hashlib.sha256(item.image.data).hexdigest()}"
     path = Path(os.fspath(item.image))
     try:
         from .download import sha256_file

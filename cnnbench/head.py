@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import options as O
+
 from .featureset import FeatureSet  # the contract's name for it: plugins import it from here
 
 
@@ -21,8 +23,33 @@ class Head:
     primary_metric: str | None = None  # None: the data set's own metric (e.g. mean class accuracy)
     diagnostics: tuple[str, ...] = ()  # per-trial numbers that are not metrics (e.g. the chosen C)
 
-    def __init__(self, **params) -> None:
-        self.params = params
+    def __init__(self, options: "O.Options | None" = None, **given) -> None:
+        """A head that declares ``Options`` (a :class:`cnnbench.options.Options` subclass) is built
+        from them: ``cnnbench.plugins.create`` hands them over parsed, a direct call
+        (``LinearSVMHead(C=1)``) has them parsed here; its options then read as attributes
+        (``self.C``) and :meth:`setup` derives the rest. ``params`` is what the run record keeps.
+        A head without ``Options`` keeps its own constructor and passes ``params`` here as keywords."""
+        declared = O.options_of(type(self))
+        if declared is None:
+            self.params = given
+            return
+        if options is None:
+            options = declared.parse(self.name or type(self).__name__, given)
+        elif given:
+            raise TypeError(f"{type(self).__name__}: give options parsed or as keywords, not both")
+        self.opts = options
+        self.params = options.recorded()
+        self.setup()
+
+    def setup(self) -> None:
+        """Derive what the options imply (a solver chosen from ``auto``, a device resolved); store a
+        resolved value in ``self.params`` too, so the run record says what ran."""
+
+    def __getattr__(self, name: str):
+        opts = self.__dict__.get("opts")
+        if opts is not None and name in opts.names():
+            return getattr(opts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *,
                  metric: str | None = None) -> dict[str, float]:

@@ -6,6 +6,7 @@ benchmarks all feed a model identical pixels.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .dataset import ImageSource
+from .dataset import EncodedImage, ImageSource
 from .preprocess import Preprocess
 
 _RESAMPLE = {
@@ -79,9 +80,10 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
     the same way) are taken as they are: no size cap, no orientation."""
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
-    path = Path(os.fspath(source))
+    encoded = source if isinstance(source, EncodedImage) else None
+    path = Path(os.fspath(source)) if encoded is None else source.name  # what messages name
     try:
-        img = _open(path)
+        img = _open(path, encoded)
         with img:
             width, height = img.size  # from the header: nothing is decoded yet
             if max_pixels is not None and width * height > max_pixels:
@@ -90,7 +92,7 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
                     f"pixels (a guard against image bombs); not decoded. To decode it, raise extract.max_pixels "
                     f"in params.yaml or --max-pixels (null in params.yaml: no limit)")
             if img.format in ("JPEG", "MPO") and img.info.get("progressive"):
-                _refuse_many_scans(path)
+                _refuse_many_scans(path, encoded)
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))  # a square request: the same scale either way up
             img.load()  # decode now, so truncated files fail here and not later
@@ -103,16 +105,16 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
         raise ImageDecodeError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _open(path: Path) -> Image.Image:
-    """Read the header of a file in one of :data:`ALLOWED_FORMATS`; a file in another format Pillow
-    knows is refused by name, without running that format's parser."""
+def _open(path: Path | str, encoded: EncodedImage | None = None) -> Image.Image:
+    """Read the header of a file (or of ``encoded``'s bytes) in one of :data:`ALLOWED_FORMATS`; one in
+    another format Pillow knows is refused by name, without running that format's parser."""
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(path, formats=ALLOWED_FORMATS)
+            return Image.open(path if encoded is None else io.BytesIO(encoded.data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         allowed = ", ".join(ALLOWED_FORMATS)
-        other = " or ".join(_other_formats(path))
+        other = " or ".join(_other_formats(path, encoded))
         if not other:
             raise ImageDecodeError(f"{path}: not an image cnnbench can read: its content is none of {allowed} "
                                    f"(or its header is damaged)") from None
@@ -122,13 +124,16 @@ def _open(path: Path) -> Image.Image:
             f"opened. Convert it to PNG or JPEG, or remove it from the data set") from None
 
 
-def _other_formats(path: Path) -> list[str]:
+def _other_formats(path: Path | str, encoded: EncodedImage | None = None) -> list[str]:
     """The formats, outside the allowed ones, whose signature the file's first bytes carry (the test
     Pillow itself starts with: no parser runs). Signatures overlap (XBM's and XPM's), and formats
     without one match another's (a TGA file may start like a CUR)."""
     Image.init()  # every format's signature test, not only the common ones
-    with open(path, "rb") as f:
-        prefix = f.read(16)
+    if encoded is not None:
+        prefix = encoded.data[:16]
+    else:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
     found = []
     for name, (_, accept) in Image.OPEN.items():
         if name not in ALLOWED_FORMATS and accept is not None:
@@ -141,18 +146,32 @@ def _other_formats(path: Path) -> list[str]:
     return found
 
 
-def _refuse_many_scans(path: Path) -> None:
+def _refuse_many_scans(path: Path | str, encoded: EncodedImage | None = None) -> None:
     """Count a JPEG file's start-of-scan markers (FF DA: entropy-coded data never holds one, as it
     writes FF as FF 00), at most up to :data:`MAX_JPEG_SCANS`, without reading the file into memory."""
+    if encoded is not None:
+        if _scans_over_limit(encoded.data):
+            raise _many_scans(path)
+        return
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        at = -1
-        for _ in range(MAX_JPEG_SCANS + 1):
-            at = data.find(b"\xff\xda", at + 1)
-            if at < 0:
-                return
-    raise ImageDecodeError(f"{path}: a JPEG with more than {MAX_JPEG_SCANS} scans (encoders write a few dozen at "
-                           f"most; each costs a pass over the whole image: a guard against decoding bombs); not "
-                           f"decoded. Re-encode it (e.g. as a baseline JPEG) or remove it from the data set")
+        if not _scans_over_limit(data):
+            return
+    raise _many_scans(path)
+
+
+def _scans_over_limit(data) -> bool:
+    at = -1
+    for _ in range(MAX_JPEG_SCANS + 1):
+        at = data.find(b"\xff\xda", at + 1)
+        if at < 0:
+            return False
+    return True
+
+
+def _many_scans(path) -> ImageDecodeError:
+    return ImageDecodeError(f"{path}: a JPEG with more than {MAX_JPEG_SCANS} scans (encoders write a few dozen at "
+                            f"most; each costs a pass over the whole image: a guard against decoding bombs); not "
+                            f"decoded. Re-encode it (e.g. as a baseline JPEG) or remove it from the data set")
 
 
 def _exif_transpose(img: Image.Image) -> None:

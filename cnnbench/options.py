@@ -7,10 +7,15 @@ are part of the plugin surface), so a bad option reads the same whichever plugin
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
 import math
+import os
 import reprlib
-from typing import Any, Iterable, Sequence
+import types
+import typing
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import UserError
 
@@ -190,3 +195,201 @@ def unknown_keys(name: str, given: Iterable[str], known: Sequence[str]) -> None:
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise UserError(f"{name}: unknown key{'s' if len(extra) > 1 else ''} {', '.join(hints)}; "
                         f"known keys: {', '.join(known)}")
+
+
+# -- declared options ------------------------------------------------------------------------------
+# A plugin declares each option once, as a field of an ``Options`` dataclass: its name, type, default,
+# bounds or allowed values, and one line of help. Everything else comes from that declaration: the
+# check of a given value, "did you mean" for an unknown key, ``cnnbench plugins NAME``, the resolved
+# options in the run record and the feature signature, and the docs' option tables.
+
+_UNSET = object()
+
+
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           min_exclusive: bool = False, choices: Sequence[Any] | None = None, length: int | None = None,
+           min_len: int = 1, check: Callable[[str, Any], Any] | None = None, fix: str = "",
+           record: bool = True) -> Any:
+    """One option: its ``default`` and one line of ``help``; the type comes from the field's annotation.
+
+    ``min``/``max`` (``min_exclusive``) bound numbers and the items of number tuples, ``choices``
+    limits a ``str`` (a ``Literal[...]`` annotation says the same), ``length``/``min_len`` size a
+    tuple, ``fix`` is the hint an error adds. ``check(name, value) -> value`` replaces the derived
+    check where a type cannot say it (it receives ``"<plugin>: <option>"`` as the name).
+    ``record=False``: an option that says where, not what (a data set's folder), left out of
+    :meth:`Options.recorded` and so of signatures and run records."""
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "choices": choices,
+            "length": length, "min_len": min_len, "check": check, "fix": fix, "record": record}
+    if isinstance(default, (list, dict, set)):
+        frozen = copy.deepcopy(default)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(frozen), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """One declared option as ``cnnbench plugins NAME`` and the docs show it."""
+
+    name: str
+    type: str
+    default: Any
+    allowed: str
+    help: str
+
+
+def _type_text(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "str"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is tuple:
+        return f"list of {_type_text(args[0])}" if args else "list"
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _checker(tp: Any, meta: Mapping[str, Any]) -> Callable[[str, Any], Any]:
+    """The check a field's annotation and metadata imply: ``(name, value) -> value in its type``."""
+    fix = meta.get("fix", "")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # X | None: None, or an X
+        inner = _checker(next(a for a in args if a is not type(None)) if len(args) == 2
+                         else typing.Union[tuple(a for a in args if a is not type(None))], meta)
+        return lambda name, value: None if value is None else inner(name, value)
+    if meta.get("check") is not None:
+        return meta["check"]
+    lo, hi, excl = meta.get("min"), meta.get("max"), meta.get("min_exclusive", False)
+    if origin is typing.Literal or meta.get("choices"):
+        allowed = list(args) if origin is typing.Literal else list(meta["choices"])
+        return lambda name, value: one_of(name, value, allowed)
+    if tp is bool:
+        return as_bool
+    if tp is int:
+        return lambda name, value: as_int(name, value, min=lo, max=hi, fix=fix)
+    if tp is float:
+        return lambda name, value: as_float(name, value, min=lo, max=hi, min_exclusive=excl, fix=fix)
+    if tp is str:
+        def text(name: str, value: Any) -> str:
+            if not isinstance(value, str):
+                raise _bad(name, value, "a text value", fix)
+            return value
+        return text
+    if origin is tuple:
+        item = args[0] if args else Any
+        n, min_len = meta.get("length"), meta.get("min_len", 1)
+        if item is float:
+            return lambda name, value: tuple(float_list(name, value, min=lo, max=hi, min_exclusive=excl,
+                                                        min_len=min_len, length=n))
+        if item is int:
+            return lambda name, value: tuple(int_list(name, value, min=lo, max=hi, min_len=min_len))
+        if item is str:
+            return lambda name, value: tuple(str_list(name, value))
+        return lambda name, value: tuple(as_list(name, value, min_len=min_len))
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return mapping
+    return lambda name, value: value  # Any: the plugin checks it in its own check()
+
+
+def _plain(value: Any) -> Any:
+    """JSON's types: tuples become lists (the run record and the signature store JSON)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Base of a plugin's options: subclass it as a frozen dataclass of :func:`option` fields.
+
+    ``Options.parse(owner, given)`` refuses unknown keys (naming the closest known one), checks each
+    value as its field declares and returns the instance; override :meth:`check` for rules that tie
+    several options together (it may return a changed copy, :func:`dataclasses.replace`)."""
+
+    @classmethod
+    def declared(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def _hints(cls) -> dict[str, Any]:
+        hints = cls.__dict__.get("_resolved_hints")
+        if hints is None:
+            hints = typing.get_type_hints(cls)
+            type.__setattr__(cls, "_resolved_hints", hints)
+        return hints
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+    @classmethod
+    def parse(cls, owner: str, given: Mapping[str, Any] | None = None) -> "Options":
+        given = dict(given or {})
+        unknown_keys(owner, given, cls.names())
+        hints, values = cls._hints(), {}
+        for f in dataclasses.fields(cls):
+            value = given[f.name] if f.name in given else cls.default(f.name)
+            values[f.name] = _checker(hints[f.name], f.metadata)(f"{owner}: {f.name}", value)
+        made = cls(**values)
+        return made.check(owner) or made
+
+    def check(self, owner: str) -> "Options | None":
+        """Rules across options; raise :class:`UserError` (message ``<owner>: …``) or return a copy."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved options in JSON's types: the run record's and the signature's copy."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def recorded(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the ``record=False`` options: what the results depend on."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("record", True)}
+
+    @classmethod
+    def describe(cls) -> list[OptionInfo]:
+        hints, out = cls._hints(), []
+        for f in dataclasses.fields(cls):
+            tp, meta = hints[f.name], f.metadata
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            literal = typing.get_origin(tp) is typing.Literal or (
+                len(args) == 1 and typing.get_origin(args[0]) is typing.Literal)
+            choices = meta.get("choices") or (typing.get_args(tp if typing.get_origin(tp) is typing.Literal
+                                                              else args[0]) if literal else None)
+            if choices:
+                allowed = "one of " + ", ".join(repr(c) for c in choices)
+            else:
+                allowed = _range(meta.get("min"), meta.get("max"), "{:g}".format,
+                                 meta.get("min_exclusive", False)).strip()
+            out.append(OptionInfo(f.name, _type_text(tp), _plain(cls.default(f.name)), allowed, meta.get("help", "")))
+        return out
+
+
+class NoOptions(Options):
+    """A plugin without options: any key is refused."""
+
+
+def as_path(name: str, value: Any) -> str:
+    """A file or folder name (a ``str`` or ``os.PathLike``), as text."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise _bad(name, value, "a file or folder name")
+    return value
+
+
+def options_of(factory: Any) -> type[Options] | None:
+    """The :class:`Options` class a plugin factory declares as its ``Options`` attribute, or None: a
+    plugin that predates declared options (its signature is its declaration) or registers them with
+    ``register(..., options=...)``."""
+    declared = getattr(factory, "Options", None)
+    return declared if isinstance(declared, type) and issubclass(declared, Options) else None

@@ -18,8 +18,11 @@ outcome never depends on load order (entry points load sorted by name, so ``aaa`
 Each refusal is a :class:`PluginFailure` naming both plugins and their distributions, so
 ``cnnbench plugins`` lists it. In-process plugins (:func:`register_plugin`) count as third-party.
 
-**Building.** :func:`create` turns a misbehaving factory into one clear error. Options are first bound
-to the factory's signature (:meth:`inspect.Signature.bind`): options it does not accept, or a missing
+**Building.** :func:`create` turns a misbehaving factory into one clear error. A factory that declares
+its options (:class:`cnnbench.options.Options`: ``register(..., options=...)`` or a class's ``Options``
+attribute) gets them parsed from that declaration: an unknown key names the closest known one, a bad
+value names the option and what it allows. A factory without a declaration has its options bound
+to its signature (:meth:`inspect.Signature.bind`): options it does not accept, or a missing
 required one, are a :class:`~cnnbench.errors.UserError` listing the accepted options. Because of that
 check, a ``TypeError`` raised *inside* the factory is a plugin bug, not an option mistake (only a
 factory without an inspectable signature has its ``TypeError`` read as an option mistake). A
@@ -70,6 +73,7 @@ class Registration:
     prefix: bool = False
     distribution: str = ""  # the installed distribution that provides the plugin, or IN_PROCESS
     version: str = ""
+    options: type | None = None  # the factory's declared options (cnnbench.options.Options), if any
 
     @property
     def builtin(self) -> bool:
@@ -174,13 +178,17 @@ def _build_registry(state: _State) -> dict[str, dict[str, Registration]]:
         for impl in getattr(state.pm.hook, hook_name).get_hookimpls():
             info = state.info.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, IN_PROCESS))
 
-            def register(name, factory, *, description="", prefix=False, _kind=kind, _info=info):
+            def register(name, factory, *, description="", prefix=False, options=None, _kind=kind, _info=info):
                 if not isinstance(name, str) or not name:
                     raise ValueError(f"{_kind} name must be a non-empty string, got {name!r}")
                 if not callable(factory):
                     raise TypeError(f"{_kind} {name!r}: factory must be callable, got {factory!r}")
+                if options is not None and not (isinstance(options, type) and issubclass(options, O.Options)):
+                    raise TypeError(f"{_kind} {name!r}: options must be a cnnbench.options.Options class, "
+                                    f"got {options!r}")
                 claims[_kind].setdefault(name, []).append(Registration(
-                    _kind, name, factory, _info.name, description, prefix, _info.distribution, _info.version))
+                    _kind, name, factory, _info.name, description, prefix, _info.distribution, _info.version,
+                    options or O.options_of(factory)))
 
             try:
                 impl.function(register=register)
@@ -281,10 +289,14 @@ def create(kind: str, name: str, /, **options: Any) -> Any:
     r, rest = lookup(kind, name)
     args = (rest,) if r.prefix else ()
     what = f"{kind} {name!r}"
-    try:
-        signature = inspect.signature(r.factory)
-    except (TypeError, ValueError):  # some builtins and C callables have none
-        signature = None
+    signature = None
+    if r.options is not None:  # declared options: checked from their declaration, handed over parsed
+        options = {"options": r.options.parse(name, options)}
+    else:
+        try:
+            signature = inspect.signature(r.factory)
+        except (TypeError, ValueError):  # some builtins and C callables have none
+            pass
     if signature is not None:
         try:
             signature.bind(*args, **options)

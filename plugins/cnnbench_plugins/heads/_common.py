@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -69,30 +70,40 @@ MAX_CHUNK = 16384  # rows compared at once (knn's chunk_size, l2's query_batch):
 # matrix of float32; 16384 rows against the 1M images of R1M are already 64 GiB
 
 
-def c_options(head: str, C_grid, C, cv_folds, seed, tune_on, *, default_grid: str, C_fix: str) -> tuple:
-    """How the linear probes (svm, logreg) get C, checked: ``(C_grid, C, cv_folds, seed, tune_on)``.
-    ``tune_on``: auto = the data set's validation split where it has one (Flowers-102's ``val``), else
-    cross-validation on the training images; cv = always the latter."""
-    if C is None and isinstance(C_grid, (list, tuple)) and not C_grid:
-        raise UserError(f"{head}: C_grid: [] is not allowed; expected a non-empty list of positive numbers to choose "
-                        f"C from by cross-validation (default {default_grid}); or set a fixed C")
-    C_grid = O.float_list(f"{head}: C_grid", C_grid, min=C_MIN, max=C_MAX, min_len=0 if C is not None else 1)
-    if C is not None:
-        C = O.as_float(f"{head}: C", C, min=C_MIN, max=C_MAX, fix=C_fix)
-    cv_folds = O.as_int(f"{head}: cv_folds", cv_folds, min=2,
-                        fix="cross-validation splits the training images into that many folds; "
-                            "or set a fixed C to skip it")
-    seed = O.as_int(f"{head}: seed", seed, min=0, max=2**32 - 1)
-    return C_grid, C, cv_folds, seed, O.one_of(f"{head}: tune_on", tune_on, ("auto", "cv"))
+def _c_grid(name: str, value) -> tuple[float, ...]:
+    """C_grid's values, each a C in range; may be empty only beside a fixed C (checked in :meth:`ProbeOptions.check`)."""
+    return tuple(O.float_list(name, value, min=C_MIN, max=C_MAX, min_len=0))
 
 
-def refuse_unknown(head: str, unknown: dict, init) -> None:
-    """Options nobody reads (``-H Cee=1``) are typos, not something to ignore: name them and the keys
-    ``init`` (the head's constructor) does take."""
-    if unknown:
-        known = [p.name for p in inspect.signature(init).parameters.values()
-                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        O.unknown_keys(head, unknown, known)
+@dataclass(frozen=True)
+class ProbeOptions(O.Options):
+    """How the linear probes (svm, logreg) get C and treat features; each probe's ``Options`` extends
+    this with its own solver options and its own ``C_grid`` default. ``tune_on``: auto = the data
+    set's validation split where it has one (Flowers-102's ``val``), else cross-validation on the
+    training images; cv = always the latter."""
+
+    C_grid: tuple[float, ...] = O.option((0.01, 0.1, 1.0, 10.0, 100.0), "the C values cross-validation chooses from",
+                                         check=_c_grid)
+    C: float | None = O.option(None, "a fixed C (null: choose it from C_grid)", min=C_MIN, max=C_MAX)
+    cv_folds: int = O.option(3, "cross-validation folds over the training images", min=2,
+                             fix="cross-validation splits the training images into that many folds; "
+                                 "or set a fixed C to skip it")
+    seed: int = O.option(0, "seed of the cross-validation folds", min=0, max=2**32 - 1)
+    tune_on: Literal["auto", "cv"] = O.option("auto", "auto: the data set's validation split where it has one, "
+                                                      "else cross-validation; cv: always cross-validation")
+    power: float = O.option(1.0, "signed power sign(x)|x|^power before L2 normalisation (1: off; CNNaug: 2)", min=0,
+                            min_exclusive=True,
+                            fix="the signed power transform sign(x)|x|^power; 1 turns it off, the paper's CNNaug uses 2")
+    view_pooling: Literal["sum", "max"] = O.option("sum", "how an image's views' decision values combine (paper: sum)")
+    ap: Literal["voc07", "exact"] = O.option("voc07", "mAP as VOC 2007's 11-point AP, or the exact (non-interpolated) AP")
+    device: str = O.option("cpu", "torch device of the batched solver (cpu, cuda, cuda:N, mps, or auto)")
+
+    def check(self, owner: str):
+        if self.C is None and not self.C_grid:
+            default = ", ".join(f"{c:g}" for c in type(self).default("C_grid"))
+            raise UserError(f"{owner}: C_grid: [] is not allowed; expected a non-empty list of positive numbers to "
+                            f"choose C from by cross-validation (default [{default}]); or set a fixed C")
+        return None
 
 
 def check_device(name: str, value, used: bool) -> str:

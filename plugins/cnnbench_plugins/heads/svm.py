@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -50,14 +52,15 @@ from cnnbench.head import FeatureSet
 from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
+    C_MAX,
+    C_MIN,
     MAX_ITER,
     ClassifierHead,
-    c_options,
+    ProbeOptions,
     check_device,
     classifier_outcomes,
     classifier_scores,
     count_outputs,
-    refuse_unknown,
 )
 
 
@@ -70,48 +73,42 @@ def register_heads(register):
              description="linear SVM on L2-normalised features (one-vs-rest / multi-label), C by k-fold CV, view pooling")
 
 
+@dataclass(frozen=True)
+class SVMOptions(ProbeOptions):
+    """The svm head's options (the C and feature options are :class:`ProbeOptions`')."""
+
+    C: float | None = O.option(None, "a fixed C (null: choose it from C_grid); the paper's: 0.2 or 2", min=C_MIN,
+                               max=C_MAX, fix="C weighs the training errors (the paper uses 0.2 or 2); leave C unset "
+                                              "(null) to choose it from C_grid by cross-validation")
+    loss: Literal["squared_hinge", "hinge"] = O.option("squared_hinge", "squared_hinge (LinearSVC's default) or hinge "
+                                                                        "(the paper's wording)")
+    class_weight: Literal[None, "balanced"] = O.option(None, "balanced: weigh each problem's positives and negatives "
+                                                             "to equal total")
+    max_iter: int = O.option(10000, "the most liblinear iterations per fit", min=1, max=MAX_ITER,
+                             fix="the most liblinear iterations per fit (default 10000)")
+    solver: Literal["auto", "batched", "liblinear"] = O.option("auto", "batched (torch Newton steps, all problems at "
+                                                                        "once), liblinear (LinearSVC), or auto")
+    multiclass: Literal["ovr", "ovo"] = O.option("ovr", "one-vs-rest, or one-vs-one as the paper names it (slow)")
+    smooth: float = O.option(0.05, "the width over which the batched solver smooths the hinge's kink", min=0,
+                             min_exclusive=True,
+                             fix="the width over which the batched solver smooths the hinge's kink (default 0.05)")
+    tol: float = O.option(1e-4, "the solvers' stopping tolerance", min=0, min_exclusive=True)
+
+
 class LinearSVMHead(ClassifierHead):
     name = "svm"
     diagnostics = ("C",)
+    Options = SVMOptions
 
-    def __init__(self, C_grid=(0.01, 0.1, 1.0, 10.0, 100.0), C: float | None = None, cv_folds: int = 3,
-                 seed: int = 0, loss: str = "squared_hinge", class_weight: str | None = None, max_iter: int = 10000,
-                 solver: str = "auto", multiclass: str = "ovr", power: float = 1.0, view_pooling: str = "sum",
-                 ap: str = "voc07", smooth: float = 0.05, tol: float = 1e-4, device: str = "cpu",
-                 tune_on: str = "auto", **unknown):
-        refuse_unknown("svm", unknown, LinearSVMHead.__init__)
-        C_grid, C, cv_folds, seed, tune_on = c_options(
-            "svm", C_grid, C, cv_folds, seed, tune_on, default_grid="[0.01, 0.1, 1, 10, 100]",
-            C_fix="C weighs the training errors (the paper uses 0.2 or 2); leave C unset (null) to choose it from "
-                  "C_grid by cross-validation")
-        loss = O.one_of("svm: loss", loss, ("squared_hinge", "hinge"))
-        class_weight = O.one_of("svm: class_weight", class_weight, (None, "balanced"))
-        max_iter = O.as_int("svm: max_iter", max_iter, min=1, max=MAX_ITER,
-                            fix="the most liblinear iterations per fit (default 10000)")
-        solver = O.one_of("svm: solver", solver, ("auto", "batched", "liblinear"))
-        multiclass = O.one_of("svm: multiclass", multiclass, ("ovr", "ovo"))
-        power = O.as_float("svm: power", power, min=0, min_exclusive=True,
-                           fix="the signed power transform sign(x)|x|^power; 1 turns it off, the paper's CNNaug uses 2")
-        view_pooling = O.one_of("svm: view_pooling", view_pooling, ("sum", "max"))
-        ap = O.one_of("svm: ap", ap, ("voc07", "exact"))
-        smooth = O.as_float("svm: smooth", smooth, min=0, min_exclusive=True,
-                            fix="the width over which the batched solver smooths the hinge's kink (default 0.05)")
-        tol = O.as_float("svm: tol", tol, min=0, min_exclusive=True)
-        self.tune_on = tune_on
-        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, loss=loss,
-                         class_weight=class_weight,
-                         max_iter=max_iter, solver=solver, multiclass=multiclass, power=power,
-                         view_pooling=view_pooling, ap=ap, smooth=smooth, tol=tol, device=device)
+    def setup(self) -> None:
+        solver = self.opts.solver
         if solver == "auto":  # the faster of the two where it meets the accuracy bar (benchmarks/svm_speed.py)
-            solver = "batched" if loss == "squared_hinge" else "liblinear"
-        if multiclass == "ovo" and solver == "batched":
+            solver = "batched" if self.loss == "squared_hinge" else "liblinear"
+        if self.multiclass == "ovo" and solver == "batched":
             solver = "liblinear"  # one-vs-one runs per pair with liblinear
-        self.params["device"] = device = check_device("svm: device", device, used=solver == "batched")
-        self.C_grid = sorted(C_grid)
-        self.C, self.cv_folds, self.seed = C, cv_folds, seed
-        self.loss, self.class_weight, self.max_iter = loss, class_weight, max_iter
-        self.solver, self.multiclass, self.power, self.view_pooling = solver, multiclass, power, view_pooling
-        self.ap, self.smooth, self.tol, self.device = ap, smooth, tol, device
+        self.solver = solver
+        self.params["device"] = self.device = check_device("svm: device", self.opts.device, used=solver == "batched")
+        self.C_grid = sorted(self.opts.C_grid)
 
     # -- features ------------------------------------------------------------------------------------
     # -- one fit + decision values -------------------------------------------------------------------

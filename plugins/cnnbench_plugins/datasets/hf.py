@@ -1,0 +1,1 @@
+"""`hf:` data sets (being written; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""`wds:` data sets (being written; registers nothing yet)."""
