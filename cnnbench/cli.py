@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import traceback
 from pathlib import Path
@@ -12,7 +13,6 @@ import click
 from . import __version__, plugins
 from . import params as P
 from .errors import CnnbenchError, UserError
-from .images import VIEW_MODES
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
 
@@ -101,8 +101,10 @@ class Ctx:
         """``<features_dir>/<backbone>/<dataset>/<features key>``: named by what ``recipe`` (default:
         params.yaml's ``recipe:``) extracts for ``dataset``, so recipes that extract alike share it."""
         recipe = self.recipe() if recipe is None else recipe
+        from .dataset import folder_name  # a name that holds a path (wds:/data/x) is still one folder
+
         key = recipe.features_key(dataset, self.params["extract"])
-        return Path(self.params["features_dir"]) / backbone / dataset / key
+        return Path(self.params["features_dir"]) / backbone / folder_name(dataset) / key
 
 
 def _shown(value) -> str:
@@ -132,10 +134,16 @@ def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
 
 
 @main.command("plugins")
-def plugins_cmd() -> None:
-    """List plugins, their versions and what each registers; report broken ones."""
+@click.argument("name", required=False)
+def plugins_cmd(name) -> None:
+    """List plugins, their versions and what each registers; report broken ones. With NAME (a
+    backbone, data set or head: `svm`, `flowers17`, `timm:resnet50`), list its options."""
     from rich.console import Console
     from rich.table import Table
+
+    if name:
+        _plugin_options(name)
+        return
 
     t = Table(title="cnnbench plugins (entry-point group 'cnnbench')")
     for col in ("plugin", "package", "version", "backbones", "datasets", "heads"):
@@ -158,6 +166,45 @@ def plugins_cmd() -> None:
         console.print(f"[red]plugin {f.plugin!r} failed ({f.stage}): {f.error}[/red]")
     if failures:
         console.print("[yellow]the other plugins work; fix or uninstall the broken ones[/yellow]")
+
+
+def _plugin_options(name: str) -> None:
+    """The options of the backbone, data set or head ``name``, from its declaration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import UnknownPluginError
+    from .options import options_of
+
+    found = []
+    for kind in plugins.KINDS:
+        try:
+            found.append((kind, plugins.lookup(kind, name)[0]))
+        except UnknownPluginError:
+            continue
+    if not found:
+        known = ", ".join(n for kind in plugins.KINDS for n in plugins.names(kind))
+        raise UserError(f"no backbone, data set or head is named {name!r}; known names: {known}")
+    console = Console(width=140)
+    for kind, r in found:
+        declared = r.options or options_of(r.factory)
+        title = f"{kind} {r.name + ('<name>' if r.prefix else '')}: {r.description} ({r.origin()})"
+        if declared is None:
+            import inspect
+
+            params = [p for p in inspect.signature(r.factory).parameters.values()
+                      if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)][1 if r.prefix else 0:]
+            console.print(title + "\n  options (from its signature; the plugin declares no Options): "
+                          + (", ".join(f"{p.name}={p.default!r}" for p in params) or "none"))
+            continue
+        t = Table(title=title, title_justify="left")
+        for col in ("option", "type", "default", "allowed", "what it does"):
+            t.add_column(col, overflow="fold")
+        flag = {"backbone": "-B", "dataset": "-D", "head": "-H"}[kind]
+        for o in declared.describe():
+            t.add_row(o.name, o.type, json.dumps(o.default), o.allowed, o.help)
+        console.print(t)
+        console.print(f"  set them with {flag} KEY=VALUE or params.yaml's {kind}_options.{name}")
 
 
 @main.command("recipes")
@@ -191,35 +238,126 @@ def recipes_cmd(ctx: Ctx) -> None:
 @click.option("--data-root", help="Folder holding the data sets (default: $CNNBENCH_DATA, params data_root).")
 @click.pass_context
 def datasets_cmd(click_ctx: click.Context, data_root: str | None) -> None:
-    """List data sets and whether their files are present (or: download NAME)."""
+    """List data sets, whether their files are present, the host a download would use and how many
+    of its files are pinned (or: download NAME | download --all | files [NAME...])."""
     if click_ctx.invoked_subcommand is None:
         _list_datasets(click_ctx.find_object(Ctx), data_root)
 
 
 @datasets_cmd.command("download")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every data set of the paper preset (paper/params.yaml's datasets:) "
+              "that is missing; the others are skipped.")
 @click.option("--data-root", help="Folder to put the data set in (default: $CNNBENCH_DATA, params data_root).")
 @click.option("--keep-archives", is_flag=True, help="Keep the downloaded archives beside the data.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--timeout", type=float, help="Seconds a server may send nothing before the next mirror is tried "
+              "(default 60).")
 @click.option("--max-unpacked-size", help="Largest total an archive may unpack to, e.g. 500G (default: 100x the "
               "archive's size, at least 1 GiB, at most 512 GiB).")
 @click.option("--max-entries", type=int, help="Most entries an archive may hold (default 2,000,000).")
 @click.pass_context
-def datasets_download_cmd(click_ctx: click.Context, name: str, data_root: str | None, keep_archives: bool,
-                          no_progress: bool, max_unpacked_size: str | None, max_entries: int | None) -> None:
-    """Download NAME's official files, verify them and unpack them into the data root."""
-    from .download import download_dataset
-    from .options import as_int, as_size
+def datasets_download_cmd(click_ctx: click.Context, name: str | None, all_: bool, data_root: str | None,
+                          keep_archives: bool, no_progress: bool, timeout: float | None, max_unpacked_size: str | None,
+                          max_entries: int | None) -> None:
+    """Download NAME's official files (each from its first address that works), verify them and unpack
+    them into the data root. An interrupted download resumes when run again."""
+    from .download import DEFAULT_TIMEOUT, download_dataset
+    from .options import as_float, as_int, as_size
 
+    if bool(name) == all_:
+        raise UserError("give a data set NAME or --all (every missing data set of the paper preset), not "
+                        f"{'both' if all_ else 'neither'}; `cnnbench datasets` lists them")
     ctx = click_ctx.find_object(Ctx)
     data_root = data_root or click_ctx.parent.params.get("data_root")
     max_bytes = None if max_unpacked_size is None else as_size("--max-unpacked-size", max_unpacked_size)
     max_entries = None if max_entries is None else as_int("--max-entries", max_entries, min=1)
-    ds = ctx.dataset(name, data_root)
-    root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
-                            warn=lambda msg: click.echo(msg, err=True), max_bytes=max_bytes, max_entries=max_entries)
-    ds.check()
-    click.echo(f"{name}: ready in {root}")
+    timeout = DEFAULT_TIMEOUT if timeout is None else as_float("--timeout", timeout, min=0.1)
+
+    def fetch(ds) -> None:
+        root = download_dataset(ds, keep_archives=keep_archives, progress=not no_progress,
+                                warn=lambda msg: click.echo(msg, err=True), max_bytes=max_bytes,
+                                max_entries=max_entries, timeout=timeout)
+        ds.check()
+        click.echo(f"{ds.name}: ready in {root}")
+
+    if name:
+        fetch(ctx.dataset(name, data_root))
+        return
+    failed = []
+    for set_name in _paper_datasets():  # one server down must not keep the others from coming
+        ds = ctx.dataset(set_name, data_root)
+        if ds.present():
+            click.echo(f"{set_name}: present in {ds.root}")
+            continue
+        try:
+            fetch(ds)
+        except CnnbenchError as exc:
+            click.echo(f"{set_name}: {str(exc).splitlines()[0]}", err=True)
+            failed.append(set_name)
+    if failed:
+        raise UserError(f"still missing: {', '.join(failed)} (why: above); the others are ready. Run the same command "
+                        "again to retry them: present data sets are skipped and partial downloads resume")
+
+
+_PAPER_PRESET = Path(__file__).resolve().parent.parent / "paper" / "params.yaml"
+
+
+def _paper_datasets() -> list[str]:
+    """The data sets of the paper preset's table (``paper/params.yaml``, ``datasets:``), in its order:
+    a data set whose lines were deleted there is not fetched. Without the checkout's ``paper/`` (an
+    installed package), the data sets of the paper's tables (:mod:`cnnbench.paper`)."""
+    if _PAPER_PRESET.is_file():
+        names = [e["dataset"] if isinstance(e, dict) else e for e in P.load(_PAPER_PRESET, required=True)["datasets"]]
+    else:
+        from .paper import PUBLISHED
+
+        names = [cell[0] for _, _, cells in PUBLISHED for cell in cells]
+    return list(dict.fromkeys(names))
+
+
+@datasets_cmd.command("files")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def datasets_files_cmd(click_ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Each file NAMES (default: every data set) download: its size, its pinned SHA-256 (or none) and
+    its addresses in the order they are tried."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ctx = click_ctx.find_object(Ctx)
+    data_root = click_ctx.parent.params.get("data_root")
+    t = Table(title="cnnbench data set files (addresses in the order they are tried)")
+    for col in ("data set", "file", "size", "sha256", "addresses"):
+        t.add_column(col, overflow="fold")
+    for name in names or plugins.names("dataset"):
+        ds = ctx.dataset(name, data_root) if names else _try_dataset(ctx, name, data_root)
+        for d in getattr(ds, "downloads", None) or ():
+            t.add_row(name, d.name, f"{d.size:,}" if d.size else "", d.sha256 or "not pinned", "\n".join(d.urls))
+    Console(width=200).print(t)
+
+
+def _try_dataset(ctx: Ctx, name: str, data_root: str | None):
+    try:
+        return ctx.dataset(name, data_root)
+    except Exception:  # noqa: BLE001 - a broken plugin is reported by `cnnbench datasets`, not here
+        return None
+
+
+def _sources(ds) -> tuple[str, str]:
+    """(the host(s) a download would use, with its mirrors counted; how many of its files are pinned)."""
+    from .download import host_of
+
+    if ds.root is None:
+        return "(bundled)", ""
+    downloads = list(getattr(ds, "downloads", None) or ())
+    if not downloads:
+        return "none: by hand (see its url)", ""
+    hosts = ", ".join(dict.fromkeys(host_of(d.url) for d in downloads))
+    mirrors = sum(len(d.mirrors) for d in downloads)
+    if mirrors:
+        hosts += f" (+{mirrors} mirror{'s' if mirrors > 1 else ''})"
+    return hosts, f"{sum(d.pinned for d in downloads)}/{len(downloads)}"
 
 
 def _list_datasets(ctx: Ctx, data_root: str | None) -> None:
@@ -227,17 +365,18 @@ def _list_datasets(ctx: Ctx, data_root: str | None) -> None:
     from rich.table import Table
 
     t = Table(title=f"cnnbench data sets (data root: {P.data_root(ctx.params, data_root)})")
-    for col in ("name", "task", "present", "path", "description"):
+    for col in ("name", "task", "present", "download from", "pinned", "path", "description"):
         t.add_column(col)
     for name in plugins.names("dataset"):
         reg, _ = plugins.lookup("dataset", name)
         try:
             ds = ctx.dataset(name, data_root)
             present = "yes" if ds.present() else "no"
-            t.add_row(name, ds.task, present, str(ds.root or "(bundled)"), ds.description or reg.description)
+            t.add_row(name, ds.task, present, *_sources(ds), str(ds.root or "(bundled)"),
+                      ds.description or reg.description)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the others
-            t.add_row(name, "?", "error", "", f"{type(exc).__name__}: {exc}")
-    Console(width=160).print(t)
+            t.add_row(name, "?", "error", "", "", "", f"{type(exc).__name__}: {exc}")
+    Console(width=200).print(t)
 
 
 @main.command("layers")
@@ -310,61 +449,56 @@ def _as_run(recipe, flags: dict | None = None, **overrides):
     return recipe.with_overrides(extract=given, **overrides)
 
 
+def _setting_flags(command):
+    """One flag per extraction setting, made from its declaration in
+    :class:`~cnnbench.settings.ExtractSettings` (help, type, allowed values, default): a new
+    setting is one field there. Every flag defaults to None, "not given": params.yaml's value stands."""
+    import typing
+
+    from .settings import ExtractSettings, flag_of
+
+    for f, tp in reversed(ExtractSettings.declared()):
+        if f.metadata.get("flag") == "":
+            continue
+        flag = flag_of(f.name)
+        help_, default = f.metadata["help"], ExtractSettings().to_json()[f.name]
+        if "default" not in help_ and default not in (None, [], ""):
+            shown = (", ".join(f"{k}: {v}" for k, v in default.items()) if isinstance(default, dict) else
+                     "on" if default is True else "off" if default is False else default)
+            help_ = f"{help_[:-1]} (default {shown})."
+        kw: dict = {"default": None, "help": help_}
+        args = [a for a in typing.get_args(tp) if a not in (type(None), dict)] or [tp]
+        if tp is bool:
+            flag = flag.replace("--[no-]", "--") + "/" + flag.replace("--[no-]", "--no-")
+        elif f.metadata.get("choices"):
+            kw["type"] = click.Choice([str(c) for c in f.metadata["choices"]])
+        elif typing.get_origin(tp) is tuple:
+            kw.update(multiple=True, default=())
+        else:
+            kw["type"] = args[0] if args[0] in (int, float, str) else str
+        command = click.option(flag, f.name, **kw)(command)
+    return command
+
+
 @main.command("extract")
 @click.option("-b", "--backbone", required=True, help="Backbone name (see `cnnbench plugins`).")
 @click.option("-d", "--dataset", required=True, help="Data-set name (see `cnnbench datasets`).")
 @click.option("--recipe", help=_RECIPE_HELP + " Explicit flags override its extraction settings.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (default: all).")
-@click.option("--layer", "layers", multiple=True, help="Layer(s) to store (default: the backbone's).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (default: features/BACKBONE/DATASET/KEY, KEY the recipe's views: none, jitter16, …).")
 @click.option("--weights", help="Local weights file for the backbone.")
 @click.option("--data-root", help="Folder holding the data sets.")
-@click.option("--batch-size", type=int, help="Model inputs per batch (default 64).")
-@click.option("--workers", type=int, help="Decode threads (default: cores/2).")
-@click.option("--device", help="cpu, cuda, cuda:1 … (default: auto).")
-@click.option("--views", type=click.Choice(list(VIEW_MODES)),
-              help="none: one view; jitter16: the paper's 16 CNNaug views; spatial: sub-patches for spatial search.")
-@click.option("--levels", "spatial_levels", type=int, help="Spatial search levels (patches: sum of l² for l=1..levels).")
-@click.option("--box-scale", type=float, help="Enlarge item boxes by this factor (default: the data set's).")
-@click.option("--pooling", type=click.Choice(["avg", "max"]), help="How spatial maps become vectors.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast precision (fp16: GPU only).")
-@click.option("--runtime", type=click.Choice(["auto", "eager", "compile", "onnx"]),
-              help="Inference runtime (auto: the fastest exact one: ONNX Runtime on CPU, eager on GPU).")
-@click.option("--max-pixels", type=int, help="Skip (and record) images larger than this many pixels (image bombs).")
-@click.option("--exif-orientation/--no-exif-orientation", default=None,
-              help="Turn photos as their EXIF orientation tag says (default: on).")
-@click.option("--fast-decode/--no-fast-decode", default=None,
-              help="JPEG draft mode when a photo's short side is at least twice the resize size: faster, not "
-                   "pixel-exact (default: off; README has the measured effect).")
-@click.option("--engine", type=click.Choice(["local", "ray"]),
-              help="local: threads on this machine (default); ray: Ray Data on a Ray cluster (same bytes).")
-@click.option("--ray-address", help="Ray cluster to run on: auto (the one `ray start` made), host:port or "
-                                    "ray://host:port (default: a Ray instance on this machine).")
-@click.option("--num-workers", type=int, help="Ray model workers (default: one per GPU share, else cores/2).")
-@click.option("--cpus-per-worker", type=float, help="CPUs each Ray model worker reserves (default 1; fractions allowed).")
-@click.option("--gpus-per-worker", type=float, help="GPUs each Ray model worker reserves (default 0: CPU workers; "
-                                                    "0.5: two workers share a GPU).")
-@click.option("--threads-per-worker", type=int, help="Intra-op threads of each Ray model worker (default: its "
-                                                     "whole CPUs, at least 1).")
+@_setting_flags
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
 @click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
 @pass_ctx
-def extract_cmd(ctx: Ctx, backbone, dataset, recipe, splits, layers, out, weights, data_root, batch_size, workers,
-                device, views, spatial_levels, box_scale, pooling, precision, runtime, max_pixels, exif_orientation,
-                fast_decode, engine, ray_address, num_workers, cpus_per_worker, gpus_per_worker, threads_per_worker, overwrite,
-                no_progress, dataset_opts, backbone_opts) -> None:
+def extract_cmd(ctx: Ctx, backbone, dataset, recipe, splits, out, weights, data_root, overwrite, no_progress,
+                dataset_opts, backbone_opts, **flags) -> None:
     """Extract features of every split of DATASET with BACKBONE into HDF5 files."""
-    flags = {
-        "batch_size": batch_size, "workers": workers, "device": device, "layers": list(layers) or None,
-        "views": views, "spatial_levels": spatial_levels, "box_scale": box_scale, "pooling": pooling,
-        "precision": precision, "runtime": runtime, "max_pixels": max_pixels, "exif_orientation": exif_orientation,
-        "fast_decode": fast_decode, "engine": engine, "ray_address": ray_address, "num_workers": num_workers,
-        "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
-        "threads_per_worker": threads_per_worker,
-    }
+    flags = {k: (None if v == () else list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
     chosen = ctx.recipe(recipe).for_dataset(dataset)
     settings = ctx.extract_settings(flags, chosen)  # every value checked here, named by its flag
     chosen = _as_run(chosen, flags)
@@ -401,7 +535,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, recipe, heads, layer, features, ou
     numbers), HEAD.run.json beside it (trials, options, the recipe and the provenance of every number)
     and HEAD.outcomes.json (what the head kept of each test image: for intervals, paired tests and
     `cnnbench show`)."""
-    from .evaluate import evaluate, result_path, write_results
+    from .evaluate import evaluate
+    from .results import Result, result_path, write_results
     from .jsonio import writable_dir
     from .outcomes import path_for as outcomes_path
 
@@ -437,7 +572,8 @@ def evaluate_cmd(ctx: Ctx, backbone, dataset, recipe, heads, layer, features, ou
         record = evaluate(feat_dir, ds, head, head_name, layer, backbone=backbone, expected=expected,
                           check_ids=check_ids, recipe=chosen)
         metrics_path, run_path = write_results(record, result_path(out_root, backbone, dataset, chosen.name, head_name))
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if "/" not in k)
+        shown = ", ".join(f"{s.name}={s.value:.4f}" for s in Result.from_record(record, metrics_path).scores
+                          if s.of_class is None)
         click.echo(f"{backbone} / {dataset} / {chosen.name} / {head_name}: {shown}  -> {metrics_path} "
                    f"(+ {run_path.name}, {outcomes_path(metrics_path).name})")
 
@@ -547,11 +683,13 @@ def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, recipe, featur
              worst, trial, sheet, dataset_opts) -> None:
     """Draw each query and its first results as the l2 head ranked them, framed green (positive),
     grey (junk) and red (negative), with the query's AP: where a retrieval number comes from."""
+    from .dataset import folder_name
     from .show import show
 
     recipe = ctx.recipe(recipe).name  # an unknown recipe: one line naming the known ones
     ds = ctx.dataset(dataset, data_root, P.parse_assignments(dataset_opts, "-D"))
-    out_dir = Path(out_dir) if out_dir else Path(ctx.params["reports_dir"]) / "show" / backbone / dataset / recipe
+    out_dir = (Path(out_dir) if out_dir else
+               Path(ctx.params["reports_dir"]) / "show" / backbone / folder_name(dataset) / recipe)
     written = show(ds, backbone, metrics_dir or ctx.params["metrics_dir"], features_dir, out_dir,
                    query_ids=query_ids, queries=queries, worst=worst, sheet=sheet, trial=trial, recipe=recipe)
     where = written[0] if len(written) == 1 else f"{out_dir}/"

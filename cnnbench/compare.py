@@ -40,6 +40,7 @@ from . import paper, stats
 from .errors import CnnbenchError, UserError
 from .jsonio import ResultError, WriteError, atomic_write_text, writable_dir
 from .recipes import DEFAULT as DEFAULT_RECIPE
+from .results import Result, Score, as_results
 
 log = logging.getLogger("cnnbench.compare")
 
@@ -149,8 +150,8 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     damaged or do not belong together is refused (:class:`~cnnbench.jsonio.ResultError`, one line
     naming them); other JSON is ignored, with a warning when it cannot be read. A file reached twice
     (through a link) is read once."""
-    from .evaluate import RUN_SUFFIX, read_results
     from .outcomes import SUFFIX as OUTCOMES_SUFFIX
+    from .results import RUN_SUFFIX, read_results
 
     records, seen = [], set()
     for path in sorted(Path(metrics_dir).rglob("*.json")):
@@ -170,34 +171,32 @@ def load_records(metrics_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
-def dataset_label(rec: dict) -> str:
+def dataset_label(rec: Result) -> str:
     """The data set as a column names it: ``roxford5k+revisitop1m`` when distractors were appended to
     its database (ROxf+R1M is another benchmark than ROxf, with other published numbers); the
     distractor file's own data set, as its run record keeps it, else the option as given."""
-    extra = (rec.get("provenance") or {}).get("distractors") or {}
-    name = extra.get("dataset") or extra.get("option")
-    return f"{rec['dataset']}+{name}" if name else rec["dataset"]
+    return rec.dataset_label
 
 
-def recipe_of(rec: dict) -> str:
-    """The recipe a result was computed with: its run record's ``recipe`` (checked to be a name, and
-    ``cnn`` for a result of a cnnbench before recipes, by :func:`cnnbench.evaluate.check_record`)."""
-    return rec.get("recipe") or DEFAULT_RECIPE
+def recipe_of(rec: Result) -> str:
+    """The recipe a result was computed with (``cnn`` for a result of a cnnbench before recipes,
+    :func:`cnnbench.results.check_record`)."""
+    return rec.recipe or DEFAULT_RECIPE
 
 
-def paper_row_of(rec: dict) -> str:
+def paper_row_of(rec: Result) -> str:
     """The paper row a result is compared with: its recipe's ``paper_row`` as the run record keeps it
     (``recipe_spec``), else the built-in map of :mod:`cnnbench.paper` (CNN-SVM for a recipe it does not
     name); a ``paper_row`` that names no paper row is one line naming the file."""
-    named = (rec.get("recipe_spec") or {}).get("paper_row")
+    named = rec.recipe_spec.get("paper_row")
     row = paper.row_for(recipe_of(rec), named) if named is None or isinstance(named, str) else None
     if row is None:
-        from .evaluate import rerun_hint
         from .jsonio import describe
+        from .results import rerun_hint
 
-        source = rec.get("_path") or "a result"
+        source = rec.path or "a result"
         raise ResultError(f"{source}: recipe_spec['paper_row'] is {describe(named)}, not a paper row (one of "
-                          f"{sorted(paper.ROWS)}); {rerun_hint(Path(source), rec)}")
+                          f"{sorted(paper.ROWS)}); {rerun_hint(Path(source), rec.record)}")
     return row
 
 
@@ -208,7 +207,7 @@ def row_label(m: Measured, recipes: set[str], multi_layer: bool = False) -> str:
     return f"{name} [{m.layer}]" if multi_layer else name
 
 
-def labelled(records: list[dict]) -> list[tuple[str, Measured, dict]]:
+def labelled(records: list[dict | Result]) -> list[tuple[str, Measured, Result]]:
     """(row label, what the row is, record) of every record, in the table's order (backbone, recipe:
     ``cnn`` first, layer, data set, head). Two rows of one label (a backbone named ``a · b`` beside
     recipe ``b`` of ``a``), and results of one recipe naming two paper rows, are one line naming
@@ -216,13 +215,13 @@ def labelled(records: list[dict]) -> list[tuple[str, Measured, dict]]:
     recipes: dict[str, set[str]] = {}
     layers: dict[str, set[str]] = {}
     found = []
-    for rec in records:
-        m = Measured(rec["backbone"], recipe_of(rec), rec.get("layer") or "", paper_row_of(rec))
+    for rec in as_results(records):
+        m = Measured(rec.backbone, recipe_of(rec), rec.layer or "", paper_row_of(rec))
         recipes.setdefault(m.backbone, set()).add(m.recipe)
         layers.setdefault(m.backbone, set()).add(m.layer)
         found.append((m, rec))
     found.sort(key=lambda f: (f[0].backbone, f[0].recipe != DEFAULT_RECIPE, f[0].recipe, f[0].layer,
-                              f[1]["dataset"], f[1]["head"]))
+                              f[1].dataset, f[1].head))
     out, first = [], {}
     for m, rec in found:
         label = row_label(m, recipes[m.backbone], len(layers[m.backbone]) > 1)
@@ -232,12 +231,12 @@ def labelled(records: list[dict]) -> list[tuple[str, Measured, dict]]:
             why = (f"recipe {m.recipe} is compared with {seen.paper_row} in one and {m.paper_row} in the other; "
                    "rerun the evaluations of that recipe" if same else
                    f"both would be the row {label!r}; rename one backbone")
-            raise ResultError(f"{other.get('_path')} and {rec.get('_path')}: {why}")
+            raise ResultError(f"{other.path} and {rec.path}: {why}")
         out.append((label, m, rec))
     return out
 
 
-def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool = True,
+def build_table(records: list[dict | Result], all_metrics: bool = False, with_paper: bool = True,
                 baseline: str | None = paper.DEFAULT_BASELINE, *, intervals: bool = True, level: float = stats.LEVEL,
                 bootstrap: int = stats.BOOTSTRAP, seed: int = stats.SEED) -> Table:
     """``baseline``: what differences are taken against (see :meth:`Table.set_baseline`; default: each
@@ -249,32 +248,28 @@ def build_table(records: list[dict], all_metrics: bool = False, with_paper: bool
     columns: list[Column] = []
     rows: list[str] = []
     table = Table(columns, rows, level=level)
-    kept: dict[tuple[str, Column], tuple[dict, str]] = {}  # (row, column) -> its record and metric
+    kept: dict[tuple[str, Column], tuple[Result, Score]] = {}  # (row, column) -> its result and score
     for row, what, rec in labelled(records):
-        metrics = rec["metrics"]
         if all_metrics:
-            names = [k for k in metrics if k != "C"]
+            shown = [s for s in rec.scores if s.name != "C"]
         else:
-            primary = rec.get("primary_metric") or next(iter(metrics), None)
-            names = [primary, *SHOWN_WITH.get(primary, ())]
+            shown = [rec.score(n) for n in (rec.primary, *SHOWN_WITH.get(rec.primary, ()))]
         if row not in rows:
             rows.append(row)
             table.measured[row] = what
-        for m in names:
-            if m not in metrics:
-                continue
-            col = (dataset_label(rec), rec["head"], m)
+        for score in filter(None, shown):
+            col = (rec.dataset_label, rec.head, score.name)
             if col not in columns:
                 columns.append(col)
             if (row, col) in kept:
-                raise ResultError(f"{kept[(row, col)][0].get('_path')} and {rec.get('_path')} are both results of "
-                                  f"{rec['backbone']} on {col[0]} with {col[1]} (recipe {recipe_of(rec)}, layer "
-                                  f"{rec.get('layer') or '-'}): a table has one cell for them; compare each on its "
+                raise ResultError(f"{kept[(row, col)][0].path} and {rec.path} are both results of "
+                                  f"{rec.backbone} on {col[0]} with {col[1]} (recipe {recipe_of(rec)}, layer "
+                                  f"{rec.layer or '-'}): a table has one cell for them; compare each on its "
                                   "own (--metrics), or remove the one that is not wanted")
-            table.values[(row, col)] = 100.0 * float(metrics[m])
-            if rec.get("std", {}).get(m):
-                table.spread[(row, col)] = 100.0 * float(rec["std"][m])
-            kept[(row, col)] = (rec, m)
+            table.values[(row, col)] = 100.0 * score.value
+            if score.std:
+                table.spread[(row, col)] = 100.0 * score.std
+            kept[(row, col)] = (rec, score)
     columns.sort()
     if intervals:
         _uncertainty(table, kept, bootstrap, seed)
@@ -452,47 +447,38 @@ def render_png(table: Table, path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def _outcomes(rec: dict, cache: dict) -> list | None:
-    """The per-image outcomes beside a record's metrics file (None: none kept), read once; a damaged
-    file is refused (:func:`cnnbench.evaluate.read_outcomes`), never taken for "no intervals"."""
-    from .evaluate import read_outcomes
+def _outcomes(rec: Result, cache: dict) -> list | None:
+    """The per-image outcomes beside a result's metrics file (None: none kept), read once; a damaged
+    file is refused (:func:`cnnbench.results.read_outcomes`), never taken for "no intervals"."""
+    from .results import read_outcomes
 
-    path = rec.get("_path")
-    if path is None:
+    if rec.path is None:
         return None
-    if path not in cache:
-        cache[path] = read_outcomes(path, rec) or None
-    return cache[path]
+    if rec.path not in cache:
+        cache[rec.path] = read_outcomes(rec.path, rec.record) or None
+    return cache[rec.path]
 
 
-def _interval(rec: dict, metric: str, trials, level: float, bootstrap: int, seed: int):
+def _interval(rec: Result, score: Score, trials, level: float, bootstrap: int, seed: int):
     """The protocol's repetitions where it has several (few-shot draws, trials), else the bootstrap."""
-    from .fewshot import split_metric_name
-
-    parsed = split_metric_name(metric)
-    if parsed is not None:
-        draws = (rec.get("fewshot") or {}).get("draws", [])
-        return stats.t_interval([d.get(parsed[0]) for d in draws if d.get("shots") == parsed[1]], level)
-    per_trial = [t.get(metric) for t in rec.get("trials", [])]
-    if len(per_trial) > 1:
+    per_trial = rec.per_trial(score)
+    if score.shots is not None or len(per_trial) > 1:
         return stats.t_interval(per_trial, level)
     if trials:
-        return stats.bootstrap_interval([o for _, o in trials], metric, level=level, n=bootstrap, seed=seed)
+        return stats.bootstrap_interval([o for _, o in trials], score.name, level=level, n=bootstrap, seed=seed)
     return None
 
 
 def _uncertainty(table: Table, kept: dict, bootstrap: int, seed: int) -> None:
     """Intervals of every measured cell; per column, paired tests of each row against the best."""
-    from .fewshot import split_metric_name
-
     cache: dict = {}
-    for (row, col), (rec, metric) in kept.items():
-        ci = _interval(rec, metric, _outcomes(rec, cache), table.level, bootstrap, seed)
+    for (row, col), (rec, score) in kept.items():
+        ci = _interval(rec, score, _outcomes(rec, cache), table.level, bootstrap, seed)
         if ci is not None:
             lo, hi = max(0.0, 100.0 * ci.low), min(100.0, 100.0 * ci.high)  # a t-interval can leave [0, 100]
             table.intervals[(row, col)] = stats.Interval(lo, hi, ci.method, ci.n)
     for col in table.columns:
-        if split_metric_name(col[2]) is not None:
+        if any(score.shots is not None for (_, c), (_, score) in kept.items() if c == col):
             continue  # few-shot draws are not paired item by item
         rows = [r for r in table.rows if (r, col) in kept and _outcomes(kept[(r, col)][0], cache)]
         if len(rows) < 2:
@@ -552,16 +538,16 @@ def output_paths(reports_dir: str | os.PathLike, *, markdown=None, csv=None, lon
     return out
 
 
-def check_outputs(paths: dict[str, Path], records: list[dict]) -> None:
+def check_outputs(paths: dict[str, Path], records: list[dict | Result]) -> None:
     """No output overwrites a file of a result being read (``--csv metrics/b/d/cnn/svm.json``)."""
-    from .evaluate import run_record_path
     from .outcomes import path_for
+    from .results import run_record_path
 
     files = {}
-    for rec in records:
-        if rec.get("_path"):
-            for part in (Path(rec["_path"]), run_record_path(rec["_path"]), path_for(rec["_path"])):
-                files[os.path.realpath(part)] = rec["_path"]
+    for rec in as_results(records):
+        if rec.path:
+            for part in (Path(rec.path), run_record_path(rec.path), path_for(rec.path)):
+                files[os.path.realpath(part)] = rec.path
     for k, path in paths.items():
         hit = files.get(os.path.realpath(path))
         if hit:
@@ -586,29 +572,21 @@ def write_reports(table: Table, markdown: str | os.PathLike | None, csv_path: st
 Curve = list[tuple[int, float, float, float | None, float | None]]  # (shots, mean %, std %, interval low %, high %)
 
 
-def fewshot_curves(records: list[dict], level: float = stats.LEVEL) -> dict[tuple[str, str], dict[str, Curve]]:
+def fewshot_curves(records: list[dict | Result], level: float = stats.LEVEL) -> dict[tuple[str, str], dict[str, Curve]]:
     """``{(dataset, metric): {"row · head": [(k, mean, std, low, high), ...]}}`` for each record's
     primary metric, from its ``<metric>@<k>shot`` entries (and ``…_std``); the row as the table labels
     it (:func:`labelled`: with its recipe where the backbone has several); ``low``/``high``: the
     t-interval over the run record's draws (None when it lists none)."""
-    from .fewshot import split_metric_name
-
     curves: dict[tuple[str, str], dict[str, Curve]] = {}
     for row, _, rec in labelled(records):
-        metrics = rec["metrics"]
-        primary = rec.get("primary_metric") or next(iter(metrics), None)
-        draws = (rec.get("fewshot") or {}).get("draws", [])
         points = []
-        for name, value in metrics.items():
-            parsed = split_metric_name(name)
-            if parsed and parsed[0] == primary:
-                std = metrics.get(f"{name}_std", rec.get("std", {}).get(name, 0.0)) or 0.0
-                ci = stats.t_interval([d.get(primary) for d in draws if d.get("shots") == parsed[1]], level)
-                low, high = (None, None) if ci is None else (max(0.0, 100 * ci.low), min(100.0, 100 * ci.high))
-                points.append((parsed[1], 100.0 * float(value), 100.0 * float(std), low, high))
+        for score in rec.fewshot_points(rec.primary):
+            ci = stats.t_interval(rec.per_trial(score), level)
+            low, high = (None, None) if ci is None else (max(0.0, 100 * ci.low), min(100.0, 100 * ci.high))
+            points.append((score.shots, 100.0 * score.value, 100.0 * (score.std or 0.0), low, high))
         if points:
-            label = f"{row} · {rec['head']}"
-            curves.setdefault((dataset_label(rec), primary), {})[label] = sorted(points)
+            label = f"{row} · {rec.head}"
+            curves.setdefault((rec.dataset_label, rec.primary), {})[label] = sorted(points)
     return curves
 
 
@@ -673,7 +651,7 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, list[tuple[str, float]]]]:
+def layer_curves(records: list[dict | Result]) -> dict[tuple[str, str, str], dict[str, list[tuple[str, float]]]]:
     """``{(dataset, head, metric): {row: [(layer, %), ...]}}`` for rows (backbone, recipe: labelled as
     the table does, without the layer) evaluated on more than one layer (``cnnbench extract --layer A
     --layer B``, ``evaluate --layer``), layers in natural order (``blocks.2`` before ``blocks.10``)."""
@@ -682,11 +660,10 @@ def layer_curves(records: list[dict]) -> dict[tuple[str, str, str], dict[str, li
         layer = m.layer
         if not layer:
             continue
-        primary = rec.get("primary_metric") or next(iter(rec["metrics"]), None)
-        if primary in rec["metrics"]:
+        score = rec.score(rec.primary) if rec.primary else None
+        if score is not None:
             line = label.removesuffix(f" [{layer}]")
-            per.setdefault((dataset_label(rec), rec["head"], primary), {}).setdefault(line, {})[layer] = (
-                100.0 * float(rec["metrics"][primary]))
+            per.setdefault((rec.dataset_label, rec.head, score.name), {}).setdefault(line, {})[layer] = 100.0 * score.value
     out = {}
     for key, lines in per.items():
         multi = {b: sorted(ls.items(), key=lambda kv: _natural(kv[0])) for b, ls in lines.items() if len(ls) > 1}

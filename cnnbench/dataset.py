@@ -8,9 +8,11 @@ re-splits (e.g. Flowers-17's three random 40/20/20 splits) need no re-extraction
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +325,21 @@ def ids_of_files(paths: Iterable[Path], *, key=lambda p: p.stem) -> dict[str, Pa
 def default_data_root() -> Path:
     """``$CNNBENCH_DATA`` if set, else ``./data``."""
     return Path(os.environ.get("CNNBENCH_DATA", "data"))
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:=@-]*")
+
+
+def folder_name(name: str) -> str:
+    """A data set's name as one folder name (``features/<backbone>/<here>/``, ``metrics/…``): the name
+    itself when it is one already (every named data set, ``wds:wds_voc2007``: so dvc.yaml's
+    ``${item.dataset}`` paths stay right), else, for a name that holds a path or a URL
+    (``wds:/data/voc``, ``hf:user/set``), its characters outside letters, digits and ``._+:=@-`` as
+    ``_``, then ``-`` and 8 hex of the name's SHA-256, so two names never share a folder."""
+    if _FOLDER_NAME.fullmatch(name) and ".." not in name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9._+:=@-]+", "_", name).strip("._")[:64]
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def folder_entries(folder: Path) -> list[Path]:

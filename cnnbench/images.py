@@ -82,6 +82,8 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
         return _array_to_image(source)
     encoded = source if isinstance(source, EncodedImage) else None
     path = Path(os.fspath(source)) if encoded is None else source.name  # what messages name
+    if encoded is not None and not encoded.data:  # a sample or row without an image: its name says why
+        raise ImageDecodeError(f"{path}: no image data")
     try:
         img = _open(path, encoded)
         with img:

@@ -209,7 +209,7 @@ _UNSET = object()
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
            min_exclusive: bool = False, choices: Sequence[Any] | None = None, length: int | None = None,
            min_len: int = 1, check: Callable[[str, Any], Any] | None = None, fix: str = "",
-           record: bool = True) -> Any:
+           record: bool = True, flag: str | None = None) -> Any:
     """One option: its ``default`` and one line of ``help``; the type comes from the field's annotation.
 
     ``min``/``max`` (``min_exclusive``) bound numbers and the items of number tuples, ``choices``
@@ -217,9 +217,11 @@ def option(default: Any, help: str, *, min: float | None = None, max: float | No
     tuple, ``fix`` is the hint an error adds. ``check(name, value) -> value`` replaces the derived
     check where a type cannot say it (it receives ``"<plugin>: <option>"`` as the name).
     ``record=False``: an option that says where, not what (a data set's folder), left out of
-    :meth:`Options.recorded` and so of signatures and run records."""
+    :meth:`Options.recorded` and so of signatures and run records. ``flag``: a command-line flag
+    other than ``--<name-with-dashes>`` (``""``: none), where options become flags."""
     meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "choices": choices,
-            "length": length, "min_len": min_len, "check": check, "fix": fix, "record": record}
+            "length": length, "min_len": min_len, "check": check, "fix": fix, "record": record,
+            "flag": flag}
     if isinstance(default, (list, dict, set)):
         frozen = copy.deepcopy(default)
         return dataclasses.field(default_factory=lambda: copy.deepcopy(frozen), metadata=meta)
@@ -252,12 +254,12 @@ def _type_text(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _checker(tp: Any, meta: Mapping[str, Any]) -> Callable[[str, Any], Any]:
+def checker(tp: Any, meta: Mapping[str, Any]) -> Callable[[str, Any], Any]:
     """The check a field's annotation and metadata imply: ``(name, value) -> value in its type``."""
     fix = meta.get("fix", "")
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType) and type(None) in args:  # X | None: None, or an X
-        inner = _checker(next(a for a in args if a is not type(None)) if len(args) == 2
+        inner = checker(next(a for a in args if a is not type(None)) if len(args) == 2
                          else typing.Union[tuple(a for a in args if a is not type(None))], meta)
         return lambda name, value: None if value is None else inner(name, value)
     if meta.get("check") is not None:
@@ -294,12 +296,12 @@ def _checker(tp: Any, meta: Mapping[str, Any]) -> Callable[[str, Any], Any]:
     return lambda name, value: value  # Any: the plugin checks it in its own check()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON's types: tuples become lists (the run record and the signature store JSON)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
@@ -339,7 +341,7 @@ class Options:
         hints, values = cls._hints(), {}
         for f in dataclasses.fields(cls):
             value = given[f.name] if f.name in given else cls.default(f.name)
-            values[f.name] = _checker(hints[f.name], f.metadata)(f"{owner}: {f.name}", value)
+            values[f.name] = checker(hints[f.name], f.metadata)(f"{owner}: {f.name}", value)
         made = cls(**values)
         return made.check(owner) or made
 
@@ -349,11 +351,11 @@ class Options:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved options in JSON's types: the run record's and the signature's copy."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def recorded(self) -> dict[str, Any]:
         """:meth:`to_dict` without the ``record=False`` options: what the results depend on."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("record", True)}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("record", True)}
 
     @classmethod
     def describe(cls) -> list[OptionInfo]:
@@ -368,9 +370,9 @@ class Options:
             if choices:
                 allowed = "one of " + ", ".join(repr(c) for c in choices)
             else:
-                allowed = _range(meta.get("min"), meta.get("max"), "{:g}".format,
-                                 meta.get("min_exclusive", False)).strip()
-            out.append(OptionInfo(f.name, _type_text(tp), _plain(cls.default(f.name)), allowed, meta.get("help", "")))
+                number = lambda v: str(v) if isinstance(v, int) else f"{v:g}"  # noqa: E731
+                allowed = _range(meta.get("min"), meta.get("max"), number, meta.get("min_exclusive", False)).strip()
+            out.append(OptionInfo(f.name, _type_text(tp), plain(cls.default(f.name)), allowed, meta.get("help", "")))
         return out
 
 

@@ -9,7 +9,9 @@ on other machines and is written, whole, into every feature file it produced.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+import types
+import typing
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from . import options as O
@@ -29,16 +31,78 @@ MAX_BATCH_SIZE = 16384  # model inputs per batch: 2.3 GiB of uint8 pixels at 224
 MAX_THREADS = 1024  # decode threads, intra-op threads: each decode thread holds a batch in flight
 MAX_RAY_WORKERS = 4096  # model actors on a Ray cluster
 MIN_SHARE = 0.01  # the least CPU or GPU share a Ray model actor may reserve (besides 0)
-# the fields that change the features (the others only change the speed): the ones a recipe may set
-# (cnnbench.recipes), and those :meth:`ExtractSettings.signature` records
-FEATURE_KEYS = ("layers", "pooling", "views", "rotation_angles", "spatial_levels", "box_scale", "precision",
-                "fast_decode", "max_pixels", "exif_orientation")
-_FLAGS = {"layers": "--layer", "spatial_levels": "--levels", "exif_orientation": "--[no-]exif-orientation",
-          "fast_decode": "--[no-]fast-decode"}
 
 
 def _name(key: str) -> str:
-    return f"extract.{key} ({_FLAGS.get(key, '--' + key.replace('_', '-'))})"
+    """``extract.fast_decode (--[no-]fast-decode)``: a setting as messages name it, both spellings."""
+    return f"extract.{key} ({flag_of(key)})"
+
+
+def flag_of(key: str) -> str:
+    f = _FIELDS[key]
+    flag = f.metadata.get("flag") or "--" + key.replace("_", "-")
+    return "--[no-]" + flag[2:] if _HINTS.get(key) is bool else flag
+
+
+def _list(name: str, value: Any) -> list:
+    """Lists in params.yaml must be lists: ``layers: pre_logits`` is most likely a missing ``[...]``."""
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"{name}: {value!r} is not allowed; expected a list, e.g. [{value}]")
+    return list(value)
+
+
+def _count(max: int):
+    """A count where 0 (or null) means "choose for me"."""
+    return lambda name, value: O.as_int(name, 0 if value is None else value, min=0, max=max)
+
+
+def _device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{name}: {value!r} is not allowed; expected auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _layers(name: str, value: Any) -> tuple[str, ...]:
+    return tuple(O.str_list(name, _list(name, value))) if value else ()
+
+
+def _angles(name: str, value: Any) -> tuple[float, ...]:
+    return tuple(O.float_list(name, _list(name, value), length=2))
+
+
+def _address(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{name}: {value!r} is not allowed; expected auto, host:port or ray://host:port (or leave it "
+                        "out for a Ray instance on this machine)")
+    return value
+
+
+def _share(name: str, value: Any) -> float:
+    """What one Ray actor reserves: 0, or at least MIN_SHARE (a share of 10⁻⁹ would start 10⁹ actors)."""
+    share = O.as_float(name, value, min=0, max=1024)
+    if 0 < share < MIN_SHARE:
+        what = "CPU" if "cpus" in name else "GPU"
+        raise UserError(f"{name}: {share:g} is not allowed; expected 0 or at least {MIN_SHARE:g} (at most "
+                        f"{1 / MIN_SHARE:.0f} workers share one {what}), e.g. 0.5")
+    return share
+
+
+def _levels(name: str, value: Any) -> Any:
+    fix = "spatial search makes sum(l² for l = 1..levels) views of every image (the paper: 4, i.e. 30 views)"
+    if isinstance(value, Mapping):
+        return {str(k): O.as_int(f"{name}.{k}", v, min=1, max=MAX_SPATIAL_LEVELS, fix=fix) for k, v in value.items()}
+    return O.as_int(name, value, min=1, max=MAX_SPATIAL_LEVELS, fix=fix)
+
+
+def setting(default: Any, help: str, *, feature: bool = False, where: bool = False, **kw) -> Any:
+    """One extraction setting: :func:`cnnbench.options.option` plus what kind it is. ``feature``: it
+    changes the features (it enters the file's signature, a recipe may set it); ``where``: it says
+    where the work runs (left out of DVC's params: moving to a cluster reruns nothing); neither: it
+    only changes the speed. ``flag``: the command-line flag, when not ``--<name-with-dashes>``
+    (``""``: none)."""
+    field_ = O.option(default, help, **kw)
+    field_.metadata = types.MappingProxyType({**field_.metadata, "feature": feature, "where": where})
+    return field_
 
 
 @dataclass(frozen=True)
@@ -46,63 +110,55 @@ class ExtractSettings:
     """How features are extracted. Fields that change the features enter the file's signature
     (:meth:`signature`, recorded in every feature file); the others (batch size, threads, device,
     runtime) only change the speed (every runtime is checked against eager PyTorch before use), and
-    are left out so that the same features give the same bytes however fast they were made."""
+    are left out so that the same features give the same bytes however fast they were made.
 
-    batch_size: int = 64  # model inputs per batch (all views of an image go through together)
-    workers: int = 0  # decode threads; 0 = one per two cores
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    pooling: str = "avg"  # how spatial maps become vectors
-    layers: tuple[str, ...] = ()  # () = the backbone's default layer
-    views: str = "none"  # none | jitter16 (the paper's CNNaug views) | spatial (retrieval sub-patches)
-    rotation_angles: tuple[float, ...] = DEFAULT_ROTATIONS  # jitter16's 2 rotations (not in the paper)
-    # spatial search levels 1..h per split (paper: database 4, queries 3); an int for every split
-    spatial_levels: Any = field(default_factory=lambda: {"default": 4, "queries": 3})
-    box_scale: float | None = None  # None = the data set's (CUB, H3D: 1.5)
-    precision: str = "fp32"  # bf16 / fp16 autocast (fp16: GPU only)
-    runtime: str = "auto"  # auto | eager | compile | onnx
-    fast_decode: bool = False  # JPEG draft mode: faster on big photos, not pixel-exact (README)
-    max_pixels: int | None = MAX_PIXELS  # larger images are skipped from their header (image bombs)
-    exif_orientation: bool = True  # turn photos upright as their EXIF tag says
+    Each field is declared once, here: its default, type, check and help; the command line's flags
+    (``cnnbench extract --help``), the messages, :data:`FEATURE_KEYS` and the ``params.yaml`` check
+    all come from these declarations."""
+
+    batch_size: int = setting(64, "Model inputs per batch (all views of an image go through together).", min=1,
+                              max=MAX_BATCH_SIZE)
+    workers: int = setting(0, "Decode threads (0: one per two cores).", check=_count(MAX_THREADS))
+    device: str = setting("auto", "cpu, cuda, cuda:1, mps … (auto: a GPU when there is one).", check=_device)
+    pooling: str = setting("avg", "How spatial maps become vectors.", choices=POOLINGS, feature=True)
+    layers: tuple[str, ...] = setting((), "Layer(s) to store (default: the backbone's).", check=_layers,
+                                      feature=True, flag="--layer")
+    views: str = setting("none", "none: one view; jitter16: the paper's 16 CNNaug views; spatial: sub-patches for "
+                                 "spatial search.", choices=VIEW_MODES, feature=True)
+    rotation_angles: tuple[float, ...] = setting(DEFAULT_ROTATIONS, "jitter16's 2 rotations in degrees (not in the "
+                                                 "paper).", check=_angles, feature=True, flag="")
+    spatial_levels: int | dict = setting({"default": 4, "queries": 3}, "Spatial search levels (patches: sum of l² for "
+                                         "l=1..levels; the paper: 4 for the database, 3 for queries).", check=_levels,
+                                         feature=True, flag="--levels")
+    box_scale: float | None = setting(None, "Enlarge item boxes by this factor (default: the data set's; CUB, H3D: "
+                                            "1.5).", min=0, min_exclusive=True, feature=True)
+    precision: str = setting("fp32", "Autocast precision (fp16: GPU only).", choices=PRECISIONS, feature=True)
+    runtime: str = setting("auto", "Inference runtime (auto: the fastest exact one: ONNX Runtime on CPU, eager on "
+                                   "GPU).", choices=RUNTIMES)
+    fast_decode: bool = setting(False, "JPEG draft mode when a photo's short side is at least twice the resize "
+                                       "size: faster, not pixel-exact (README has the measured effect).", feature=True)
+    max_pixels: int | None = setting(MAX_PIXELS, "Skip (and record) images larger than this many pixels, from "
+                                                 "their header (image bombs).", min=1, feature=True)
+    exif_orientation: bool = setting(True, "Turn photos upright as their EXIF orientation tag says.", feature=True)
     # where the work runs (never in the signature: both engines write the same bytes)
-    engine: str = "local"  # local (threads on this machine) | ray (Ray Data on a Ray cluster)
-    ray_address: str | None = None  # None: a Ray instance on this machine; auto: the running cluster; ray://…
-    num_workers: int = 0  # model actors; 0 = one per GPU (with gpus_per_worker), else one per two CPUs
-    cpus_per_worker: float = 1.0  # CPUs each model actor reserves (fractions allowed)
-    gpus_per_worker: float = 0.0  # GPUs each model actor reserves (fractions share a GPU); 0 = CPU actors
-    threads_per_worker: int = 0  # intra-op threads of each actor's runtime; 0 = its whole CPUs (at least 1)
+    engine: str = setting("local", "local: threads on this machine; ray: Ray Data on a Ray cluster (same bytes).",
+                          choices=ENGINES, where=True)
+    ray_address: str | None = setting(None, "Ray cluster to run on: auto (the one `ray start` made), host:port or "
+                                            "ray://host:port (default: a Ray instance on this machine).",
+                                      check=_address, where=True)
+    num_workers: int = setting(0, "Ray model workers (0: one per GPU share, else one per two CPUs).",
+                               check=_count(MAX_RAY_WORKERS), where=True)
+    cpus_per_worker: float = setting(1.0, "CPUs each Ray model worker reserves (fractions allowed).", check=_share,
+                                     where=True)
+    gpus_per_worker: float = setting(0.0, "GPUs each Ray model worker reserves (0: CPU workers; 0.5: two workers "
+                                          "share a GPU).", check=_share, where=True)
+    threads_per_worker: int = setting(0, "Intra-op threads of each Ray model worker (0: its whole CPUs, at least 1).",
+                                      check=_count(MAX_THREADS), where=True)
 
     def __post_init__(self) -> None:
-        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise in place once
-        put("batch_size", O.as_int(_name("batch_size"), self.batch_size, min=1, max=MAX_BATCH_SIZE))
-        put("workers", O.as_int(_name("workers"), 0 if self.workers is None else self.workers, min=0,
-                                max=MAX_THREADS))
-        if not isinstance(self.device, str) or not self.device:
-            raise UserError(f"{_name('device')}: {self.device!r} is not allowed; expected auto, cpu, cuda or cuda:N")
-        O.one_of(_name("pooling"), self.pooling, POOLINGS)
-        put("layers", tuple(O.str_list(_name("layers"), _list(self.layers, "layers"))) if self.layers else ())
-        O.one_of(_name("views"), self.views, VIEW_MODES)
-        put("rotation_angles", tuple(O.float_list(_name("rotation_angles"),
-                                                  _list(self.rotation_angles, "rotation_angles"), length=2)))
-        put("spatial_levels", _levels(self.spatial_levels))
-        if self.box_scale is not None:
-            put("box_scale", O.as_float(_name("box_scale"), self.box_scale, min=0, min_exclusive=True))
-        O.one_of(_name("precision"), self.precision, PRECISIONS)
-        O.one_of(_name("runtime"), self.runtime, RUNTIMES)
-        put("fast_decode", O.as_bool(_name("fast_decode"), self.fast_decode))
-        if self.max_pixels is not None:
-            put("max_pixels", O.as_int(_name("max_pixels"), self.max_pixels, min=1))
-        put("exif_orientation", O.as_bool(_name("exif_orientation"), self.exif_orientation))
-        O.one_of(_name("engine"), self.engine, ENGINES)
-        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
-            raise UserError(f"{_name('ray_address')}: {self.ray_address!r} is not allowed; expected auto, "
-                            "host:port or ray://host:port (or leave it out for a Ray instance on this machine)")
-        put("num_workers", O.as_int(_name("num_workers"), 0 if self.num_workers is None else self.num_workers, min=0,
-                                    max=MAX_RAY_WORKERS))
-        put("cpus_per_worker", _share("cpus_per_worker", self.cpus_per_worker))
-        put("gpus_per_worker", _share("gpus_per_worker", self.gpus_per_worker))
-        put("threads_per_worker", O.as_int(_name("threads_per_worker"),
-                                           0 if self.threads_per_worker is None else self.threads_per_worker, min=0,
-                                           max=MAX_THREADS))
+        for f in fields(self):  # frozen: normalise in place once, each value as its field declares
+            value = O.checker(_HINTS[f.name], f.metadata)(_name(f.name), getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
         if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
             raise UserError(f"{_name('cpus_per_worker')}: 0 CPUs and 0 GPUs per worker would let Ray start "
                             "actors without limit; give --cpus-per-worker > 0 or --gpus-per-worker > 0")
@@ -111,6 +167,11 @@ class ExtractSettings:
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def declared(cls):
+        """The fields with their declarations (help, flag, kind): what the command line is made from."""
+        return [(f, _HINTS[f.name]) for f in fields(cls)]
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None,
@@ -167,40 +228,17 @@ class ExtractSettings:
         return max(1, self.batch_size // len(self.view_names))
 
     def signature(self, has_boxes: bool) -> dict[str, Any]:
-        """The settings the features depend on (of resolved settings)."""
-        sig: dict[str, Any] = {"layers": list(self.layers), "pooling": self.pooling, "views": self.views,
-                               "view_names": self.view_names, "fast_decode": self.fast_decode,
-                               "max_pixels": self.max_pixels, "exif_orientation": self.exif_orientation,
-                               "precision": self.precision}
+        """The settings the features depend on (of resolved settings): every ``feature`` setting, the
+        spatial levels as the view names they make, the angles only where views rotate, the box scale
+        only where items have boxes."""
+        sig: dict[str, Any] = {k: O.plain(getattr(self, k)) for k in FEATURE_KEYS
+                               if k not in ("spatial_levels", "rotation_angles", "box_scale")}
+        sig["view_names"] = self.view_names
         if self.views == "jitter16":
             sig["rotation_angles"] = list(self.rotation_angles)
         if has_boxes:
             sig["box_scale"] = self.box_scale
         return sig
-
-
-def _list(value: Any, key: str) -> list:
-    """Lists in params.yaml must be lists: ``layers: pre_logits`` is most likely a missing ``[...]``."""
-    if not isinstance(value, (list, tuple)):
-        raise UserError(f"{_name(key)}: {value!r} is not allowed; expected a list, e.g. [{value}]")
-    return list(value)
-
-
-def _share(key: str, value: Any) -> float:
-    """What one Ray actor reserves: 0, or at least MIN_SHARE (a share of 10⁻⁹ would start 10⁹ actors)."""
-    share = O.as_float(_name(key), value, min=0, max=1024)
-    if 0 < share < MIN_SHARE:
-        raise UserError(f"{_name(key)}: {share:g} is not allowed; expected 0 or at least {MIN_SHARE:g} (at most "
-                        f"{1 / MIN_SHARE:.0f} workers share one {key[:3].upper()}), e.g. 0.5")
-    return share
-
-
-def _levels(value: Any) -> Any:
-    fix = "spatial search makes sum(l² for l = 1..levels) views of every image (the paper: 4, i.e. 30 views)"
-    if isinstance(value, Mapping):
-        return {str(k): O.as_int(f"{_name('spatial_levels')}.{k}", v, min=1, max=MAX_SPATIAL_LEVELS, fix=fix)
-                for k, v in value.items()}
-    return O.as_int(_name("spatial_levels"), value, min=1, max=MAX_SPATIAL_LEVELS, fix=fix)
 
 
 def resolve_device(device: str | None):
@@ -231,3 +269,12 @@ def resolve_device(device: str | None):
 def check_precision(precision: str, device) -> None:
     if precision == "fp16" and device.type != "cuda":
         raise UserError(f"{_name('precision')}: fp16 needs a CUDA GPU (this run is on {device}); use fp32, or bf16 on the CPU")
+
+
+_FIELDS = {f.name: f for f in fields(ExtractSettings)}
+_HINTS = typing.get_type_hints(ExtractSettings)
+# the fields that change the features (the others only change the speed): the ones a recipe may set
+# (cnnbench.recipes), and those :meth:`ExtractSettings.signature` records
+FEATURE_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata["feature"])
+# the fields that say where the work runs: DVC's extract stages leave them out of their params
+WHERE_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata["where"])

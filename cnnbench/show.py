@@ -208,10 +208,11 @@ def result_file(metrics_dir: Path, backbone: str, dataset: str, recipe: str = DE
     """The metrics file of the l2 head's result of ``recipe``: ``<backbone>/<dataset>/<recipe>/l2.json``,
     or for ``cnn`` the layout before recipes (``<backbone>/<dataset>/l2.json``) where only that one
     exists; both there are two results for one picture: one line naming them."""
-    from .evaluate import result_path
+    from .dataset import folder_name
+    from .results import result_path
 
     path = result_path(metrics_dir, backbone, dataset, recipe, "l2")
-    old = Path(metrics_dir) / backbone / dataset / "l2.json"
+    old = Path(metrics_dir) / backbone / folder_name(dataset) / "l2.json"
     if recipe != DEFAULT_RECIPE or not (old.exists() or OUT.path_for(old).exists()):
         return path
     if path.exists() or OUT.path_for(path).exists():
@@ -222,10 +223,10 @@ def result_file(metrics_dir: Path, backbone: str, dataset: str, recipe: str = DE
 
 def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | None = None,
                   recipe: str = DEFAULT_RECIPE):
-    """(path, trial name, Outcomes, number of trials, record) of the l2 head's result of ``recipe``
+    """(path, trial name, Outcomes, number of trials, result) of the l2 head's result of ``recipe``
     (:func:`result_file`), its files checked to belong together and to be of ``backbone`` on
-    ``dataset`` with ``recipe`` (:func:`cnnbench.evaluate.read_results`), or one line saying what to run."""
-    from .evaluate import read_outcomes, read_results
+    ``dataset`` with ``recipe`` (:func:`cnnbench.results.load`), or one line saying what to run."""
+    from .results import load, read_outcomes
 
     metrics = result_file(metrics_dir, backbone, dataset, recipe)
     path = OUT.path_for(metrics)
@@ -233,13 +234,13 @@ def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | N
     rerun = f"`cnnbench evaluate -b {backbone} -d {dataset}{named} --head l2`"
     if not path.exists() and not metrics.exists():
         raise UserError(f"no l2 outcomes at {path}; run {rerun} first")
-    record = read_results(metrics)
+    result = load(metrics)
     asked = {"backbone": backbone, "dataset": dataset, "recipe": recipe, "head": "l2"}
     for key, want in asked.items():
-        if record is None or record.get(key, DEFAULT_RECIPE) != want:
-            held = "no result" if record is None else f"{key} {record.get(key, DEFAULT_RECIPE)!r}"
+        if result is None or getattr(result, key) != want:
+            held = "no result" if result is None else f"{key} {getattr(result, key)!r}"
             raise UserError(f"{metrics} holds {held}, not {key} {want!r} as its folder says; rerun {rerun}")
-    trials = read_outcomes(metrics, record)
+    trials = read_outcomes(metrics, result.record)
     if not trials:
         raise UserError(f"{path} holds no trials; rerun {rerun}")
     names = [name for name, _ in trials]
@@ -251,7 +252,7 @@ def load_outcomes(metrics_dir: Path, backbone: str, dataset: str, trial: str | N
         raise UserError(f"--trial {trial!r}: {path} has trials {names}; pick one of them")
     if out.ranking is None:
         raise UserError(f"{path} has no rankings (written by an older cnnbench); rerun {rerun}")
-    return path, name, out, len(trials), record
+    return path, name, out, len(trials), result
 
 
 def stored_ground_truth(features_dir: Path, splits) -> dict | None:
@@ -379,9 +380,9 @@ def show(dataset, backbone: str, metrics_dir, features_dir, out_dir, *, query_id
     None: the feature folder the evaluation read (its run record's ``provenance.features_dir``)."""
     name = dataset.name
     writable_dir(out_dir)  # before any image is drawn
-    path, trial_name, out, n_trials, record = load_outcomes(Path(metrics_dir), backbone, name, trial, recipe)
+    path, trial_name, out, n_trials, result = load_outcomes(Path(metrics_dir), backbone, name, trial, recipe)
     if features_dir is None:
-        features_dir = (record.get("provenance") or {}).get("features_dir") or ""
+        features_dir = result.provenance.get("features_dir") or ""
     chosen = choose(out, query_ids, queries, worst, source=str(path))
     if sheet and len(chosen) > SHEET_MAX:
         raise UserError(f"--sheet: {len(chosen)} queries are too many for one picture (at most {SHEET_MAX}); "

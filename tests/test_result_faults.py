@@ -129,7 +129,7 @@ def test_old_metrics_beside_a_new_run_record_and_outcomes_are_refused_naming_the
 
 
 def test_a_kill_before_the_run_record_is_written_is_refused_until_evaluate_runs_again(tmp_path, monkeypatch):
-    import cnnbench.evaluate as E
+    import cnnbench.results as E  # the module that writes results (was cnnbench.evaluate)
 
     path, _ = write_results(_classifier(0.9, C=1.0), tmp_path / "mynet/digits/svm.json")
     real = E.write_json

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import options as O
-from cnnbench.dataset import (IMAGE_EXTENSIONS, AnnotationError, Dataset, Item, Trial, check_box, folder_entries,
-                              ids_of_files)
+from cnnbench.dataset import (IMAGE_EXTENSIONS, AnnotationError, Dataset, DatasetOptions, Item, Trial, check_box,
+                              folder_entries, ids_of_files)
 from cnnbench.errors import MissingDataError, UserError
 
 
@@ -80,20 +80,24 @@ def require_images(found: list, folder: Path, dataset: str) -> list:
 # -- retrieval ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RetrievalOptions(DatasetOptions):
+    """What every retrieval data set takes: where it lives, nothing else (the protocol is fixed by
+    the ground truth); a data set with protocol options (``oxford5k-subset``'s ``query_image``)
+    extends this class."""
+
+
 class RetrievalDataset(Dataset):
     """Two stored splits: ``database`` (the images searched) and ``queries`` (query images, with
     their query box); ``extras("queries")`` holds the ground truth by image id. One trial: train =
-    the database, test = the queries. Like every retrieval data set it takes the ``distractors``
-    option (:class:`cnnbench.dataset.Dataset` takes it off; :class:`cnnbench.retrieval.Distractors`):
-    a distractor feature file appended to the database at evaluation (R1M)."""
+    the database, test = the queries. Distractors (R1M) are not a data-set option but an evaluation
+    one (``-E distractors=revisitop1m``; :class:`cnnbench.retrieval.Distractors`): a distractor
+    feature file appended to the database at evaluation."""
 
+    Options = RetrievalOptions
     task = "retrieval"
     metric = "mAP"
     splits = ("database", "queries")
-
-    def __init__(self, data_root=None, path=None, **unknown):
-        refuse_unknown(self.name, unknown, RetrievalDataset.__init__)
-        super().__init__(data_root, path)
 
     @property
     def classes(self) -> list[str]:
@@ -163,8 +167,8 @@ class OxfordStyleRetrieval(RetrievalDataset):
     gt_dir = "gt"
     query_prefixes: tuple[str, ...] = ("oxc1_",)
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        super().__init__(data_root, path, **unknown)
+    def setup(self) -> None:
+        super().setup()
         self._db: dict[str, Path] | None = None
         self._queries: list[OxfordQuery] | None = None
 
@@ -230,15 +234,3 @@ def per_class_option(dataset: str, key: str, value, *, rest: bool) -> int:
     if n is None or n == 0:
         raise UserError(f"{dataset}: {key}: {value!r} is not allowed; expected {allowed} (images per class)")
     return n
-
-
-
-def refuse_unknown(plugin: str, unknown: dict, init) -> None:
-    """Options nobody reads (``-D trian_per_class=5``) are typos, not something to ignore: name them and
-    the keys ``init`` (a constructor) does take."""
-    if unknown:
-        import inspect
-
-        known = [p.name for p in inspect.signature(init).parameters.values()
-                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        O.unknown_keys(plugin, unknown, known)

@@ -9,15 +9,17 @@ Everything is stored once in split ``all``; seeds only re-partition stored rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, Trial, class_folders, list_images, seeded_per_class_split
+from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, class_folders, list_images, seeded_per_class_split
 from cnnbench.download import Download
 from cnnbench.errors import CnnbenchError, UserError
 
-from ._common import per_class_option, refuse_unknown, require_images, seeds_option
+from ._common import per_class_option, require_images, seeds_option
 
 
 BACKGROUND = "BACKGROUND_Google"
@@ -26,6 +28,30 @@ BACKGROUND = "BACKGROUND_Google"
 @hookimpl
 def register_datasets(register):
     register("caltech101", Caltech101, description="Caltech-101, 30 train / up to 50 test per class, seeded; mean class accuracy")
+
+
+def _seeds(name: str, value) -> tuple[int, ...]:
+    """:func:`seeds_option` as a ``check=`` (``name`` is ``"caltech101: seeds"``)."""
+    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
+
+
+def _train_per_class(name: str, value) -> int:
+    return per_class_option(*name.rsplit(": ", 1), value, rest=False)
+
+
+def _test_per_class(name: str, value) -> int:
+    return per_class_option(*name.rsplit(": ", 1), value, rest=True)
+
+
+@dataclass(frozen=True)
+class Caltech101Options(DatasetOptions):
+    """The seeded per-class split; the defaults are DeCAF's setting."""
+
+    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_train_per_class)
+    test_per_class: int = O.option(50, "test images per class, at most, from the rest (-1: all the rest)",
+                                   check=_test_per_class)
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_seeds)
+    background: bool = O.option(False, "keep BACKGROUND_Google as a 102nd class")
 
 
 class Caltech101(Dataset):
@@ -41,18 +67,10 @@ class Caltech101(Dataset):
     downloads = (Download("https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip", None,
                           inner=("caltech-101/101_ObjectCategories.tar.gz",)),)
 
-    def __init__(self, data_root=None, path=None, train_per_class: int = 30, test_per_class: int = 50,
-                 seeds=(0, 1, 2), background: bool = False, **unknown):
-        refuse_unknown("caltech101", unknown, Caltech101.__init__)
-        super().__init__(data_root, path)
-        self.train_per_class = per_class_option("caltech101", "train_per_class", train_per_class, rest=False)
-        self.test_per_class = per_class_option("caltech101", "test_per_class", test_per_class, rest=True)
-        self.seeds = seeds_option("caltech101", seeds)
-        self.background = O.as_bool("caltech101: background", background)
+    Options = Caltech101Options
 
-    def options(self) -> dict:
-        return {"train_per_class": self.train_per_class, "test_per_class": self.test_per_class,
-                "seeds": self.seeds, "background": self.background}
+    def setup(self) -> None:
+        self.seeds = list(self.opts.seeds)  # callers read a list, as before the options were declared
 
     @property
     def images_root(self):

@@ -11,14 +11,15 @@ by default as in the paper); the extraction engine enlarges and crops it. Metric
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, check_box, paths_inside, unique_ids
+from cnnbench.dataset import Dataset, DatasetOptions, Item, check_box, paths_inside, unique_ids
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, numbered_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines
 
 FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt", "bounding_boxes.txt")
 
@@ -26,6 +27,12 @@ FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_spli
 @hookimpl
 def register_datasets(register):
     register("cub200", CUB200, description="CUB-200-2011 birds, official train/test split, bounding boxes; accuracy")
+
+
+@dataclass(frozen=True)
+class CUB200Options(DatasetOptions):
+    use_boxes: bool = O.option(True, "crop each image to its bird box, enlarged (the paper's setting); false: "
+                                     "the whole image")
 
 
 class CUB200(Dataset):
@@ -42,19 +49,15 @@ class CUB200(Dataset):
               "  CUB_200_2011/images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg ...")
     downloads = (Download("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", None),)
 
-    def __init__(self, data_root=None, path=None, use_boxes: bool = True, **unknown):
-        refuse_unknown("cub200", unknown, CUB200.__init__)
-        super().__init__(data_root, path)
-        self.use_boxes = O.as_bool("cub200: use_boxes", use_boxes)
+    Options = CUB200Options
+
+    def setup(self) -> None:
         self._table: dict | None = None
 
     @property
     def base(self) -> Path:
         nested = self.root / "CUB_200_2011"
         return self.root if not nested.exists() and (self.root / "images.txt").exists() else nested
-
-    def options(self) -> dict:
-        return {"use_boxes": self.use_boxes}
 
     def required_paths(self):
         return [self.base / "images", *(self.base / f for f in FILES)]

@@ -4,15 +4,14 @@ runs offline anywhere. Split: stratified, seeded, half train and half test."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item
+from cnnbench.dataset import Dataset, DatasetOptions, Item
 from cnnbench.errors import UserError
-
-from ._common import refuse_unknown
 
 
 @hookimpl
@@ -23,16 +22,25 @@ def register_datasets(register):
 N_IMAGES, N_CLASSES = 1797, 10
 
 
-def _test_fraction(value) -> float:
+def _test_fraction(name: str, value) -> float:
     """Strictly between 0 and 1, and leaving each split at least one image per class (the split is stratified)."""
     lo, hi = N_CLASSES / N_IMAGES, 1 - N_CLASSES / N_IMAGES
     allowed = f"a number between 0 and 1 (exclusive) leaving both splits one image per class, i.e. {lo:.4f} to {hi:.4f}"
-    frac = O.as_float("digits: test_fraction", value, min=0, min_exclusive=True, fix="the share of images used for "
-                      "testing, e.g. 0.5")
+    example = f"e.g. {DigitsOptions.default('test_fraction')}"
+    frac = O.as_float(name, value, min=0, min_exclusive=True, fix=f"the share of images used for testing, {example}")
     n_test = math.ceil(frac * N_IMAGES)  # scikit-learn's train_test_split rounds the test share up
     if frac >= 1 or n_test < N_CLASSES or N_IMAGES - n_test < N_CLASSES:
-        raise UserError(f"digits: test_fraction: {value!r} is not allowed; expected {allowed}; e.g. 0.5")
+        raise UserError(f"{name}: {value!r} is not allowed; expected {allowed}; {example}")
     return frac
+
+
+@dataclass(frozen=True)
+class DigitsOptions(DatasetOptions):
+    """The split of the 1797 images: stratified by class, seeded."""
+
+    seed: int = O.option(0, "seed of the stratified train/test split", min=0, max=2**32 - 1)
+    test_fraction: float = O.option(0.5, "the share of images used for testing (each split keeps every class)",
+                                    check=_test_fraction)
 
 
 class Digits(Dataset):
@@ -43,19 +51,14 @@ class Digits(Dataset):
     description = "UCI/scikit-learn handwritten digits, 8x8 grey, 10 classes; seeded stratified 50/50 split"
     url = "bundled with scikit-learn (sklearn.datasets.load_digits)"
 
-    def __init__(self, data_root=None, path=None, seed: int = 0, test_fraction: float = 0.5, **unknown):
-        refuse_unknown("digits", unknown, Digits.__init__)
-        super().__init__(data_root, path)
-        self.seed = O.as_int("digits: seed", seed, min=0, max=2**32 - 1)
-        self.test_fraction = _test_fraction(test_fraction)
+    Options = DigitsOptions
+
+    def setup(self) -> None:
         self._cache: dict[str, list[Item]] | None = None
 
     @property
     def classes(self) -> list[str]:
         return [str(d) for d in range(10)]
-
-    def options(self) -> dict:
-        return {"seed": self.seed, "test_fraction": self.test_fraction}
 
     def items(self, split: str) -> list[Item]:
         self._require_split(split)

@@ -11,14 +11,17 @@ on both; with ``train`` only, by cross-validation on it. Metric: mean class accu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, Trial
+from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial
 from cnnbench.download import Download
 
-from ._common import AnnotationError, refuse_unknown
+from ._common import AnnotationError
 
 _HOST = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 SETS = {"train": "trnid", "val": "valid", "test": "tstid"}
@@ -40,6 +43,14 @@ def register_datasets(register):
     register("flowers102", Flowers102, description="Oxford Flowers-102, official setid.mat split (1020/1020/6149); mean class accuracy")
 
 
+@dataclass(frozen=True)
+class Flowers102Options(DatasetOptions):
+    """What the classifier is fitted on (the test split is always ``tstid``)."""
+
+    train_on: Literal["train", "trainval"] = O.option("trainval", "fit on train only (C by cross-validation), or "
+                                                                  "on train + val (C chosen on val; the paper's)")
+
+
 class Flowers102(Dataset):
     name = "flowers102"
     task = "multiclass"
@@ -56,14 +67,10 @@ class Flowers102(Dataset):
         Download(_HOST + "setid.mat", "46b8678f91fd95d3c8f4feab80d271a6c834a1dd896fe29fd3e6ad9ce5c8dccd"),
     )
 
-    def __init__(self, data_root=None, path=None, train_on: str = "trainval", **unknown):
-        refuse_unknown("flowers102", unknown, Flowers102.__init__)
-        super().__init__(data_root, path)
-        self.train_on = O.one_of("flowers102: train_on", train_on, ("train", "trainval"))
-        self._mats: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+    Options = Flowers102Options
 
-    def options(self) -> dict:
-        return {"train_on": self.train_on}
+    def setup(self) -> None:
+        self._mats: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
     def required_paths(self):
         return [self.root / "jpg", self.root / "imagelabels.mat", self.root / "setid.mat"]

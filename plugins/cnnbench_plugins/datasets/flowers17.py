@@ -9,13 +9,16 @@ train`` uses the 40 training images only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, Trial, seeded_per_class_split
+from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, seeded_per_class_split
 
-from ._common import refuse_unknown, seeds_option
+from ._common import seeds_option
 
 CLASSES = [
     "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
@@ -29,6 +32,20 @@ def register_datasets(register):
     register("flowers17", Flowers17, description="Oxford Flowers-17, 17 classes x 80; seeded 40/20/20 splits")
 
 
+def _seeds(name: str, value) -> tuple[int, ...]:
+    """:func:`seeds_option` as a ``check=`` (``name`` is ``"flowers17: seeds"``)."""
+    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
+
+
+@dataclass(frozen=True)
+class Flowers17Options(DatasetOptions):
+    """Which seeded 40/20/20 splits, and what the classifier is fitted on."""
+
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one seeded split per seed (distinct integers >= 0)", check=_seeds)
+    train_on: Literal["train", "trainval"] = O.option("trainval", "fit on the 40 training images per class, or on "
+                                                                  "train + val (60)")
+
+
 class Flowers17(Dataset):
     name = "flowers17"
     task = "multiclass"
@@ -39,18 +56,14 @@ class Flowers17(Dataset):
     url = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
     layout = "  jpg/image_0001.jpg ... jpg/image_1360.jpg"
 
-    def __init__(self, data_root=None, path=None, seeds=(0, 1, 2), train_on: str = "trainval", **unknown):
-        refuse_unknown("flowers17", unknown, Flowers17.__init__)
-        super().__init__(data_root, path)
-        self.seeds = seeds_option("flowers17", seeds)
-        self.train_on = O.one_of("flowers17: train_on", train_on, ("train", "trainval"))
+    Options = Flowers17Options
+
+    def setup(self) -> None:
+        self.seeds = list(self.opts.seeds)  # callers read a list, as before the options were declared
 
     @property
     def classes(self) -> list[str]:
         return list(CLASSES)
-
-    def options(self) -> dict:
-        return {"seeds": self.seeds, "train_on": self.train_on}
 
     def required_paths(self):
         return [self.root / "jpg"]

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, check_box, paths_inside
+from cnnbench.dataset import Dataset, DatasetOptions, Item, check_box, paths_inside
 from cnnbench.download import Download
 
-from ._common import bad_line, numbered_lines, refuse_unknown
+from ._common import bad_line, numbered_lines
 
 ATTRIBUTES = ["is_male", "has_long_hair", "has_glasses", "has_hat", "has_t-shirt", "has_long_sleeves",
               "has_shorts", "has_jeans", "has_long_pants"]
@@ -45,6 +46,12 @@ def register_datasets(register):
     register("h3d-attributes", H3DAttributes, description="Bourdev et al. 2011 people, 9 attributes, person boxes; mAP")
 
 
+@dataclass(frozen=True)
+class H3DAttributesOptions(DatasetOptions):
+    use_boxes: bool = O.option(True, "crop each person to its box, enlarged (the paper's setting); false: the "
+                                     "whole image")
+
+
 class H3DAttributes(Dataset):
     name = "h3d-attributes"
     task = "multilabel"
@@ -59,13 +66,7 @@ class H3DAttributes(Dataset):
               "  labels.txt line: <image> x y w h <9 values 1/-1/0>")
     downloads = (Download("http://www.cs.berkeley.edu/~lbourdev/poselets/attributes_dataset.tgz", None),)
 
-    def __init__(self, data_root=None, path=None, use_boxes: bool = True, **unknown):
-        refuse_unknown("h3d-attributes", unknown, H3DAttributes.__init__)
-        super().__init__(data_root, path)
-        self.use_boxes = O.as_bool("h3d-attributes: use_boxes", use_boxes)
-
-    def options(self) -> dict:
-        return {"use_boxes": self.use_boxes}
+    Options = H3DAttributesOptions
 
     @property
     def base(self):

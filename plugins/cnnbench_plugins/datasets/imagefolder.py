@@ -7,21 +7,56 @@ stored split ``all`` and the protocol draws, per seed, ``train_per_class`` train
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import (IMAGE_EXTENSIONS, Dataset, Item, Trial, class_folders, list_images,
+from cnnbench import options as O
+from cnnbench.dataset import (IMAGE_EXTENSIONS, Dataset, DatasetOptions, Item, Trial, class_folders, list_images,
                               seeded_per_class_split)
 from cnnbench.errors import CnnbenchError, UserError
 
-from ._common import per_class_option, refuse_unknown, seeds_option
+from ._common import per_class_option, seeds_option
 
 
 @hookimpl
 def register_datasets(register):
     register("imagefolder", ImageFolder, description="a folder of class folders (optional train/ and test/)")
+
+
+def _seeds(name: str, value) -> tuple[int, ...]:
+    """:func:`seeds_option` as a ``check=`` (``name`` is ``"imagefolder: seeds"``)."""
+    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
+
+
+def _train_per_class(name: str, value) -> int:
+    return per_class_option(*name.rsplit(": ", 1), value, rest=False)
+
+
+def _test_per_class(name: str, value) -> int:
+    return per_class_option(*name.rsplit(": ", 1), value, rest=True)
+
+
+def _name(name: str, value) -> str:
+    """A plain name (it names the feature folder); empty keeps ``imagefolder``."""
+    if value != "" and (not isinstance(value, str) or "/" in value or "\\" in value or value.startswith(".")):
+        raise UserError(f"{name}: {value!r} is not allowed; expected a plain name for the data set "
+                        "(no '/', not starting with '.'), used for its feature folder")
+    return value
+
+
+@dataclass(frozen=True)
+class ImageFolderOptions(DatasetOptions):
+    """The seeded per-class split of a folder without train/ and test/ (ignored with them), and its name."""
+
+    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_train_per_class)
+    test_per_class: int = O.option(-1, "test images per class, at most, from the rest (-1: all the rest)",
+                                   check=_test_per_class)
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_seeds)
+    name: str | None = O.option(None, "the data set's name, for its feature folder (default: imagefolder)",
+                                check=_name, record=False)
 
 
 class ImageFolder(Dataset):
@@ -33,18 +68,12 @@ class ImageFolder(Dataset):
     layout = "  <Class>/<image>.jpg ...            (split by seed), or\n  train/<Class>/*.jpg and test/<Class>/*.jpg"
     url = "your own images"
 
-    def __init__(self, data_root=None, path=None, train_per_class: int = 30, test_per_class: int = -1,
-                 seeds=(0, 1, 2), name: str | None = None, **unknown):
-        refuse_unknown("imagefolder", unknown, ImageFolder.__init__)
-        super().__init__(data_root, path)
-        self.train_per_class = per_class_option("imagefolder", "train_per_class", train_per_class, rest=False)
-        self.test_per_class = per_class_option("imagefolder", "test_per_class", test_per_class, rest=True)
-        self.seeds = seeds_option("imagefolder", seeds)
-        if name is not None and name != "":
-            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-                raise UserError(f"imagefolder: name: {name!r} is not allowed; expected a plain name for the data set "
-                                "(no '/', not starting with '.'), used for its feature folder")
-            self.name = name
+    Options = ImageFolderOptions
+
+    def setup(self) -> None:
+        if self.opts.name:
+            self.name = self.opts.name
+        self.seeds = list(self.opts.seeds)  # callers read a list, as before the options were declared
         self._classes: list[str] | None = None
 
     @property
@@ -56,10 +85,10 @@ class ImageFolder(Dataset):
         return ("train", "test") if self.has_fixed_split else ("all",)
 
     def options(self) -> dict:
-        if self.has_fixed_split:
-            return {"path": str(self.root)}
-        return {"path": str(self.root), "train_per_class": self.train_per_class,
-                "test_per_class": self.test_per_class, "seeds": self.seeds}
+        # Not the declared options as recorded: your own images are known by their folder, so its path
+        # enters the signature (a published data set's does not), and with its own train/ and test/ the
+        # split options play no part; the name only names the feature folder.
+        return {"path": str(self.root), **({} if self.has_fixed_split else self.opts.recorded())}
 
     def _class_root(self) -> Path:
         self.check()

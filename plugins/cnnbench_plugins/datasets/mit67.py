@@ -9,10 +9,10 @@ class folders named in the split files; metric: mean class accuracy.
 from __future__ import annotations
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, paths_inside, unique_ids
+from cnnbench.dataset import Dataset, DatasetOptions, Item, paths_inside, unique_ids
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, numbered_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines
 
 SPLIT_FILES = {"train": "TrainImages.txt", "test": "TestImages.txt"}
 
@@ -38,9 +38,9 @@ class MIT67(Dataset):
         Download("https://web.mit.edu/torralba/www/TestImages.txt", None),
     )
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        refuse_unknown("mit67", unknown, MIT67.__init__)
-        super().__init__(data_root, path)
+    Options = DatasetOptions  # the official split: nothing to choose but where it lives
+
+    def setup(self) -> None:
         self._lists: dict[str, list[tuple[str, str]]] = {}
 
     def required_paths(self):

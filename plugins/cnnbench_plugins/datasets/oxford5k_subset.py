@@ -15,13 +15,15 @@ default) does the same here, ``query_image: junk`` ignores it instead.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.dataset import Item, check_box, ids_of_files, unique_ids
 
-from ._common import AnnotationError, RetrievalDataset, images_under, refuse_unknown, require_images
+from ._common import AnnotationError, RetrievalDataset, RetrievalOptions, images_under, require_images
 
 
 @hookimpl
@@ -30,7 +32,16 @@ def register_datasets(register):
              description="1008 Oxford5k images, 10 cropped queries (approximate gt, our format); mAP")
 
 
+@dataclass(frozen=True)
+class Oxford5kSubsetOptions(RetrievalOptions):
+    """The query's own full image is in the database: counted as a positive (Oxford's gt) or ignored."""
+
+    query_image: Literal["positive", "junk"] = O.option(
+        "positive", "the query's own full image in the database: positive (as in Oxford's gt) or junk (ignored)")
+
+
 class Oxford5kSubset(RetrievalDataset):
+    Options = Oxford5kSubsetOptions
     name = "oxford5k-subset"
     folder = "oxford5k-subset"
     description = "Oxford5k subset: 1008 images, 10 queries with boxes, approximate ground truth; mAP"
@@ -38,14 +49,9 @@ class Oxford5kSubset(RetrievalDataset):
     layout = ('  jpg/all_souls_000000.jpg ...\n'
               '  queries.json: [{"id": ..., "query": "<file>.jpg", "bbox": [x1, y1, x2, y2], "relevant": ["<file>.jpg", ...]}]')
 
-    def __init__(self, data_root=None, path=None, query_image: str = "positive", **unknown):
-        refuse_unknown("oxford5k-subset", unknown, Oxford5kSubset.__init__)
-        super().__init__(data_root, path)
-        self.query_image = O.one_of("oxford5k-subset: query_image", query_image, ("positive", "junk"))
+    def setup(self) -> None:
+        super().setup()
         self._queries: list[dict] | None = None
-
-    def options(self) -> dict:
-        return {"query_image": self.query_image}
 
     def required_paths(self):
         return [self.root / "jpg", self.root / "queries.json"]

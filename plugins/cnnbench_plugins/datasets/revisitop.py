@@ -149,8 +149,8 @@ class RevisitedRetrieval(RetrievalDataset):
     image_dir = "jpg"
     gnd_name = ""  # gnd_<name>.pkl
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        super().__init__(data_root, path, **unknown)
+    def setup(self) -> None:
+        super().setup()
         self._gt: RevisitedGroundTruth | None = None
         self._paths: dict[str, Path] | None = None
 
@@ -158,7 +158,9 @@ class RevisitedRetrieval(RetrievalDataset):
         return [self.root / self.image_dir, self.root / self.gnd_name]
 
     def options(self) -> dict:
-        return {"protocol": "revisited", "query_crop": "bbx"}  # in the signature: queries are always cropped
+        # Not options a user gives (none is declared beyond where the data lives) but the protocol's fixed
+        # choices, recorded so that every feature file's signature says its queries were cropped to bbx.
+        return {**super().options(), "protocol": "revisited", "query_crop": "bbx"}
 
     def ground_truth(self) -> RevisitedGroundTruth:
         if self._gt is None:

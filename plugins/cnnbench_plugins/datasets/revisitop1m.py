@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial, paths_inside
+from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, paths_inside
 from cnnbench.download import Download
 from cnnbench.errors import MissingDataError, UserError
 
-from ._common import AnnotationError, numbered_lines, refuse_unknown
+from ._common import AnnotationError, numbered_lines
 
 URL_BASE = "http://ptak.felk.cvut.cz/revisitop/revisitop1m/"
 N_ARCHIVES = 100
@@ -40,6 +40,7 @@ def register_datasets(register):
 
 
 class Revisitop1M(Dataset):
+    Options = DatasetOptions  # where it lives, nothing else: no queries, no protocol (and no distractors of its own)
     name = "revisitop1m"
     folder = "revisitop1m"
     task = "retrieval"
@@ -57,9 +58,8 @@ class Revisitop1M(Dataset):
     downloads = (Download(f"{URL_BASE}revisitop1m.txt", None),
                  *(Download(f"{URL_BASE}jpg/revisitop1m.{k}.tar.gz", None, subdir="jpg") for k in range(1, N_ARCHIVES + 1)))
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        refuse_unknown(self.name, unknown, Revisitop1M.__init__)
-        super().__init__(data_root, path)
+    def setup(self) -> None:
+        super().setup()
         self._names: list[str] | None = None
 
     @property

@@ -7,10 +7,8 @@ the extraction engine makes them 3-channel.
 from __future__ import annotations
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, class_folders, list_images
+from cnnbench.dataset import Dataset, DatasetOptions, Item, class_folders, list_images
 from cnnbench.errors import MissingDataError, UserError
-
-from ._common import refuse_unknown
 
 
 @hookimpl
@@ -28,9 +26,7 @@ class Scene15(Dataset):
     url = "https://figshare.com/articles/dataset/15-Scene_Image_Dataset/7007177"
     layout = "  train/<Class>/*.jpg   (100 per class)\n  test/<Class>/*.jpg    (the rest)"
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        refuse_unknown("scene15", unknown, Scene15.__init__)
-        super().__init__(data_root, path)
+    Options = DatasetOptions  # the fixed split: nothing to choose but where it lives
 
     def required_paths(self):
         return [self.root / "train", self.root / "test"]

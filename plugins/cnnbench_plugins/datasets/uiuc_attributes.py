@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cnnbench import hookimpl
 from cnnbench import options as O
-from cnnbench.dataset import Dataset, Item, check_box, paths_inside
+from cnnbench.dataset import Dataset, DatasetOptions, Item, check_box, paths_inside
 from cnnbench.download import Download
 
-from ._common import AnnotationError, bad_line, numbered_lines, read_lines, refuse_unknown
+from ._common import AnnotationError, bad_line, numbered_lines, read_lines
 
 N_ATTRIBUTES = 64
 FILES = {"train": "apascal_train.txt", "apascal": "apascal_test.txt", "ayahoo": "ayahoo_test.txt"}
@@ -33,6 +35,13 @@ FILES = {"train": "apascal_train.txt", "apascal": "apascal_test.txt", "ayahoo": 
 @hookimpl
 def register_datasets(register):
     register("uiuc-attributes", UIUCAttributes, description="aPascal/aYahoo 64 attributes per object box; mean AUC")
+
+
+@dataclass(frozen=True)
+class UIUCAttributesOptions(DatasetOptions):
+    test_set: Literal["apascal", "ayahoo"] = O.option("apascal", "the test objects: aPascal test (6355), or aYahoo "
+                                                                 "test (2644)")
+    use_boxes: bool = O.option(True, "crop each object to its box; false: the whole image")
 
 
 class UIUCAttributes(Dataset):
@@ -52,14 +61,7 @@ class UIUCAttributes(Dataset):
         Download("http://host.robots.ox.ac.uk/pascal/VOC/voc2008/VOCtrainval_14-Jul-2008.tar", None),
     )
 
-    def __init__(self, data_root=None, path=None, test_set: str = "apascal", use_boxes: bool = True, **unknown):
-        refuse_unknown("uiuc-attributes", unknown, UIUCAttributes.__init__)
-        super().__init__(data_root, path)
-        self.test_set = O.one_of("uiuc-attributes: test_set", test_set, ("apascal", "ayahoo"))
-        self.use_boxes = O.as_bool("uiuc-attributes: use_boxes", use_boxes)
-
-    def options(self) -> dict:
-        return {"test_set": self.test_set, "use_boxes": self.use_boxes}
+    Options = UIUCAttributesOptions
 
     @property
     def data_dir(self) -> Path:

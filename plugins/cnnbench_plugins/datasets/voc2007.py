@@ -16,10 +16,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cnnbench import hookimpl
-from cnnbench.dataset import Dataset, Item, Trial, paths_inside, unique_ids
+from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, paths_inside, unique_ids
 from cnnbench.download import Download
 
-from ._common import AnnotationError, read_lines, refuse_unknown
+from ._common import AnnotationError, read_lines
 
 CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -54,9 +54,7 @@ class VOC2007(Dataset):
                  "6836888e2e01dca84577a849d339fa4f73e1e4f135d312430c4856b5609b4892"),
     )
 
-    def __init__(self, data_root=None, path=None, **unknown):
-        refuse_unknown("voc2007", unknown, VOC2007.__init__)
-        super().__init__(data_root, path)
+    Options = DatasetOptions  # the official trainval/test split: nothing to choose but where it lives
 
     @property
     def voc(self) -> Path:

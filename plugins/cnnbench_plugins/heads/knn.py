@@ -28,6 +28,8 @@ Protocol (Caron et al. 2021, ``eval_knn.py``'s ``knn_classifier``, after Wu et a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -43,7 +45,6 @@ from ._common import (
     check_device,
     classifier_outcomes,
     classifier_scores,
-    refuse_unknown,
 )
 
 log = logging.getLogger("cnnbench.heads.knn")
@@ -62,26 +63,42 @@ def at_k(metric: str, k: int) -> str:
     return f"{metric}@k={k}"
 
 
+def _k(name: str, value) -> int | tuple[int, ...]:
+    """One neighbourhood size, or several (a list, repeats dropped: they add nothing), at most ``MAX_KS``."""
+    ks = list(dict.fromkeys(O.int_list(name, value, min=1)))
+    if len(ks) > MAX_KS:
+        raise UserError(f"{name}: {len(ks)} values are not allowed; expected at most {MAX_KS} neighbourhood sizes, "
+                        "e.g. [10, 20, 100, 200]")
+    return tuple(ks) if isinstance(value, (list, tuple)) else ks[0]
+
+
+def _device(name: str, value) -> str:
+    """The torch device the search runs on (``auto`` resolved): the knn head always uses it."""
+    return check_device(name, value, used=True)
+
+
+@dataclass(frozen=True)
+class KNNOptions(O.Options):
+    """The knn head's options; ``k`` as given (one size, or a list: the first is the primary one)."""
+
+    k: int | tuple[int, ...] = O.option(20, "neighbours that vote (DINO: 20), or a list of sizes scored at once "
+                                            "(the first is the primary one)", check=_k)
+    T: float = O.option(0.07, "the temperature of the vote weights exp(similarity / T) (DINO: 0.07)", min=0,
+                        min_exclusive=True, fix="the temperature of the vote weights exp(similarity / T) (DINO: 0.07)")
+    chunk_size: int = O.option(256, "test images searched at once (memory: chunk_size x training images)", min=1,
+                               max=MAX_CHUNK, fix="the number of test images searched at once (default 256); lower "
+                                                  "it to save memory")
+    device: str = O.option("cpu", "torch device of the search (cpu, cuda, cuda:N, mps, or auto)", check=_device)
+    ap: Literal["voc07", "exact"] = O.option("voc07", "mAP as VOC 2007's 11-point AP, or the exact "
+                                                      "(non-interpolated) AP")
+
+
 class KNNHead(ClassifierHead):
     name = "knn"
+    Options = KNNOptions
 
-    def __init__(self, k=20, T: float = 0.07, chunk_size: int = 256, device: str = "cpu", ap: str = "voc07",
-                 **unknown):
-        refuse_unknown("knn", unknown, KNNHead.__init__)
-        ks = O.int_list("knn: k", k, min=1)
-        ks = list(dict.fromkeys(ks))  # a repeated k adds nothing
-        if len(ks) > MAX_KS:
-            raise UserError(f"knn: k: {len(ks)} values are not allowed; expected at most {MAX_KS} neighbourhood sizes, "
-                            "e.g. [10, 20, 100, 200]")
-        T = O.as_float("knn: T", T, min=0, min_exclusive=True,
-                       fix="the temperature of the vote weights exp(similarity / T) (DINO: 0.07)")
-        chunk_size = O.as_int("knn: chunk_size", chunk_size, min=1, max=MAX_CHUNK,
-                              fix="the number of test images searched at once (default 256); lower it to save memory")
-        ap = O.one_of("knn: ap", ap, ("voc07", "exact"))
-        device = check_device("knn: device", device, used=True)
-        super().__init__(k=ks if isinstance(k, (list, tuple)) else ks[0], T=T, chunk_size=chunk_size, device=device,
-                         ap=ap)
-        self.ks, self.T, self.chunk_size, self.device, self.ap = ks, T, chunk_size, device, ap
+    def setup(self) -> None:
+        self.ks = list(self.k) if isinstance(self.k, tuple) else [self.k]
         self._warned: set[int] = set()
 
     @staticmethod

@@ -112,8 +112,10 @@ and on a small set exactly the plain L2 baseline. Between the two regimes plain 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -138,7 +140,7 @@ from cnnbench.retrieval import (
     spatial_view_levels,
 )
 
-from ._common import MAX_CHUNK, refuse_unknown
+from ._common import MAX_CHUNK
 
 log = logging.getLogger("cnnbench.heads.l2")
 MAX_CANDIDATES = 100_000  # FAISS results per query (rerank, candidates): queries x candidates ids and scores
@@ -158,6 +160,100 @@ def register_heads(register):
              description="retrieval by L2 distance (PCA-whitened, spatial search); Oxford AP, Holidays mAP, UKBench top-4")
 
 
+def _pca_dim(name: str, value) -> int | str:
+    """``auto`` or a number of dimensions (null, no PCA, is let through before this check)."""
+    if value == "auto":
+        return value
+    return O.as_int(name, value, min=1, fix=f"or 'auto' ({AUTO_PCA_DIM} for retrieval data sets, no PCA for class "
+                                            "data sets), or null for no PCA")
+
+
+def _pca_fit(name: str, value) -> str:
+    if not (value in ("database", "queries") or (isinstance(value, str) and value.endswith((".h5", ".hdf5")))):
+        raise UserError(f"{name}: {value!r} is not allowed; expected 'database', 'queries' or the path of a .h5 "
+                        "feature file")
+    return value
+
+
+def _pca_layer(name: str, value) -> str:
+    if not (isinstance(value, str) and value):
+        raise UserError(f"{name}: {value!r} is not allowed; expected a layer name of the pca_fit feature file, or "
+                        "null for its default layer")
+    return value
+
+
+def _factory(name: str, value):
+    """index_factory and faiss_index are checked together, in :meth:`L2Options.check`: which of the two
+    names was given decides the name an error uses, and two different values are refused first."""
+    return value
+
+
+def _levels(name: str, value) -> tuple[int, int]:
+    if len(O.as_list(name, value, allow_scalar=False)) != 2:
+        raise UserError(f"{name}: {value!r} is not allowed; expected [h_database, h_queries], two pyramid depths >= 1 "
+                        "(paper: [4, 3]), or null for the levels each side was extracted with")
+    h_database, h_queries = O.int_list(name, value, min=1, min_len=2)  # at most the stored ones (_views)
+    return h_database, h_queries
+
+
+@dataclasses.dataclass(frozen=True)
+class L2Options(O.Options):
+    """The l2 head's options (the module docstring says what each does)."""
+
+    query_batch: int = O.option(1024, "queries ranked at once", min=1, max=MAX_CHUNK,
+                                fix="the number of queries ranked at once (default 1024); lower it to save memory")
+    pca_dim: int | str | None = O.option("auto", f"PCA dimensions; auto: {AUTO_PCA_DIM} on retrieval data sets "
+                                                 "(none on a small fitting set), no PCA on class data sets; null: "
+                                                 "no PCA", check=_pca_dim)
+    whiten: bool = O.option(True, "whiten the PCA components")
+    power: float = O.option(1.0, "signed power sign(x)|x|^power of the descriptors (1: off)", min=0,
+                            min_exclusive=True, fix="the signed power transform sign(x)|x|^power; 1 turns it off")
+    pca_fit: str = O.option("database", "what PCA-whitening is fitted on: database, queries, or a .h5 feature file",
+                            check=_pca_fit)
+    pca_layer: str | None = O.option(None, "the layer of the pca_fit feature file (null: its default layer)",
+                                     check=_pca_layer)
+    index: Literal["exact", "faiss", "auto"] = O.option("exact", "exact search, a FAISS index, or auto (FAISS from "
+                                                                 "faiss_min_database images on)")
+    faiss_min_database: int = O.option(100_000, "the database size from which index: auto uses FAISS", min=1,
+                                       fix="the database size from which index: auto uses FAISS")
+    index_factory: str | None = O.option(None, "a FAISS index factory string (Flat, IVF1024,PQ125, ...), or auto "
+                                               "(default; null too): chosen by database size", check=_factory)
+    faiss_index: str | None = O.option(None, "index_factory's former name, still accepted", check=_factory,
+                                       record=False)  # folded into index_factory by check()
+    nprobe: int = O.option(32, "the IVF lists visited per query", min=1,
+                           fix="the IVF lists visited per query (default 32)")
+    rerank: int = O.option(1000, "candidates per query re-scored exactly with index: faiss", min=1,
+                           max=MAX_CANDIDATES,
+                           fix="the candidates per query re-scored exactly with index: faiss (default 1000)")
+    candidates: int = O.option(500, "patches retrieved per query patch in spatial search with index: faiss", min=1,
+                               max=MAX_CANDIDATES, fix="the patches retrieved per query patch in spatial search with "
+                                                       "index: faiss (default 500)")
+    train_size: int | None = O.option(None, "the vectors a FAISS index is trained on (null: 32 per IVF list)", min=1,
+                                      fix="the vectors a FAISS index is trained on, or null for 32 per IVF list")
+    seed: int = O.option(0, "the seed of the FAISS training sample", min=0, fix="the seed of the FAISS training sample")
+    levels: tuple[int, ...] | None = O.option(None, "[h_database, h_queries]: the spatial pyramid levels kept "
+                                                    "(null: the stored ones)", check=_levels)
+    multi_vector: Literal["min_mean", "mean"] = O.option("min_mean", "views: spatial distance (min over database "
+                                                                     "patches, mean over query patches), or mean: one "
+                                                                     "averaged descriptor")
+    exclude_self: bool | None = O.option(None, "remove the query from its ranking (null: as the ground truth says)")
+
+    def check(self, owner: str) -> "L2Options":
+        """index_factory is the documented name (issue 13), faiss_index its first name, still accepted:
+        two different values are refused, an error names the one given. The copy holds the factory in
+        index_factory (``auto``: neither given), and faiss_index only where it was the name used."""
+        given, former = self.index_factory, self.faiss_index
+        name = f"{owner}: faiss_index" if given is None and former is not None else f"{owner}: index_factory"
+        if given is not None and former is not None and given != former:
+            raise UserError(f"{owner}: index_factory: {given!r} and faiss_index: {former!r} name the same option "
+                            "(faiss_index is its former name); give only index_factory")
+        factory = given if given is not None else former if former is not None else "auto"
+        if not (isinstance(factory, str) and factory):
+            raise UserError(f"{name}: {factory!r} is not allowed; expected a FAISS index factory string such as "
+                            "'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
+        return dataclasses.replace(self, index_factory=factory, faiss_index=former if given is None else None)
+
+
 class L2RetrievalHead(Head):
     name = "l2"
     tasks = ("multiclass", "retrieval")
@@ -165,72 +261,11 @@ class L2RetrievalHead(Head):
     takes_distractors = True  # streams a retrieval database's distractors (cnnbench.retrieval.Distractors)
     diagnostics = ("top4_score", "n_queries", "pca_dim_used", "pca_fit_size", "pca_small_set",
                    *(f"n_queries_{s}" for s in REVISITED_SETTINGS))
+    Options = L2Options
 
-    def __init__(self, query_batch: int = 1024, pca_dim: int | str | None = "auto", whiten: bool = True,
-                 power: float = 1.0, pca_fit: str = "database", pca_layer: str | None = None,
-                 index: str = "exact", faiss_min_database: int = 100_000, index_factory: str | None = None,
-                 faiss_index: str | None = None, nprobe: int = 32, rerank: int = 1000, candidates: int = 500,
-                 train_size: int | None = None,
-                 seed: int = 0,
-                 levels: list[int] | tuple[int, int] | None = None, multi_vector: str = "min_mean",
-                 exclude_self: bool | None = None, **unknown):
-        refuse_unknown("l2", unknown, L2RetrievalHead.__init__)
-        query_batch = O.as_int("l2: query_batch", query_batch, min=1, max=MAX_CHUNK,
-                               fix="the number of queries ranked at once (default 1024); lower it to save memory")
-        if pca_dim not in ("auto", None):
-            pca_dim = O.as_int("l2: pca_dim", pca_dim, min=1,
-                               fix="or 'auto' (500 for retrieval data sets, no PCA for class data sets), or null "
-                                   "for no PCA")
-        whiten = O.as_bool("l2: whiten", whiten)
-        power = O.as_float("l2: power", power, min=0, min_exclusive=True,
-                           fix="the signed power transform sign(x)|x|^power; 1 turns it off")
-        if not (pca_fit in ("database", "queries") or (isinstance(pca_fit, str) and pca_fit.endswith((".h5", ".hdf5")))):
-            raise UserError(f"l2: pca_fit: {pca_fit!r} is not allowed; expected 'database', 'queries' or the path of "
-                            "a .h5 feature file")
-        if pca_layer is not None and not (isinstance(pca_layer, str) and pca_layer):
-            raise UserError(f"l2: pca_layer: {pca_layer!r} is not allowed; expected a layer name of the pca_fit "
-                            "feature file, or null for its default layer")
-        index = O.one_of("l2: index", index, ("exact", "faiss", "auto"))
-        faiss_min_database = O.as_int("l2: faiss_min_database", faiss_min_database, min=1,
-                                      fix="the database size from which index: auto uses FAISS")
-        # index_factory is the documented name (issue 13); faiss_index, its first name, stays an alias
-        alias = index_factory is None and faiss_index is not None
-        self._factory_option = "l2: faiss_index" if alias else "l2: index_factory"  # errors name what was given
-        if index_factory is not None and faiss_index is not None and index_factory != faiss_index:
-            raise UserError(f"l2: index_factory: {index_factory!r} and faiss_index: {faiss_index!r} name the same option "
-                            "(faiss_index is its former name); give only index_factory")
-        index_factory = index_factory if index_factory is not None else faiss_index if faiss_index is not None else "auto"
-        if not (isinstance(index_factory, str) and index_factory):
-            raise UserError(f"{self._factory_option}: {index_factory!r} is not allowed; expected a FAISS index factory "
-                            "string such as 'Flat' (exact) or 'IVF1024,PQ125', or 'auto' (chosen by database size)")
-        nprobe = O.as_int("l2: nprobe", nprobe, min=1, fix="the IVF lists visited per query (default 32)")
-        rerank = O.as_int("l2: rerank", rerank, min=1, max=MAX_CANDIDATES,
-                          fix="the candidates per query re-scored exactly with index: faiss (default 1000)")
-        candidates = O.as_int("l2: candidates", candidates, min=1, max=MAX_CANDIDATES,
-                              fix="the patches retrieved per query patch in spatial search with index: faiss (default 500)")
-        if train_size is not None:
-            train_size = O.as_int("l2: train_size", train_size, min=1,
-                                  fix="the vectors a FAISS index is trained on, or null for 32 per IVF list")
-        seed = O.as_int("l2: seed", seed, min=0, fix="the seed of the FAISS training sample")
-        if levels is not None:
-            if len(O.as_list("l2: levels", levels, allow_scalar=False)) != 2:
-                raise UserError(f"l2: levels: {levels!r} is not allowed; expected [h_database, h_queries], two "
-                                "pyramid depths >= 1 (paper: [4, 3]), or null for the levels each side was extracted with")
-            levels = O.int_list("l2: levels", levels, min=1, min_len=2)  # at most the stored ones (_views)
-        multi_vector = O.one_of("l2: multi_vector", multi_vector, ("min_mean", "mean"))
-        if exclude_self is not None:
-            exclude_self = O.as_bool("l2: exclude_self", exclude_self)
-        super().__init__(query_batch=query_batch, pca_dim=pca_dim, whiten=whiten, power=power, pca_fit=pca_fit,
-                         pca_layer=pca_layer, index=index, faiss_min_database=faiss_min_database,
-                         index_factory=index_factory, nprobe=nprobe, rerank=rerank, candidates=candidates,
-                         train_size=train_size, seed=seed, levels=levels, multi_vector=multi_vector,
-                         exclude_self=exclude_self)
-        self.query_batch, self.pca_dim, self.whiten, self.power = query_batch, pca_dim, whiten, power
-        self.pca_fit, self.pca_layer, self.index = pca_fit, pca_layer, index
-        self.faiss_min_database, self.index_factory = faiss_min_database, index_factory
-        self.nprobe, self.rerank, self.candidates, self.train_size, self.seed = nprobe, rerank, candidates, train_size, seed
-        self.levels = None if levels is None else (levels[0], levels[1])
-        self.multi_vector, self.exclude_self = multi_vector, exclude_self
+    def setup(self) -> None:
+        # errors name the option given: faiss_index is left set only when it was that one (L2Options.check)
+        self._factory_option = "l2: faiss_index" if self.opts.faiss_index is not None else "l2: index_factory"
         self._levels_warned = False
 
     def primary_metric_for(self, task: str, metric: str | None) -> str:

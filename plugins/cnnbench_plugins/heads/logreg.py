@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -58,14 +60,16 @@ from cnnbench.head import FeatureSet
 from cnnbench.outcomes import KEY as OUTCOMES
 
 from ._common import (
+    C_MAX,
+    C_MIN,
     MAX_ITER,
     ClassifierHead,
-    c_options,
+    ProbeOptions,
+    _c_grid,
     check_device,
     classifier_outcomes,
     classifier_scores,
     count_outputs,
-    refuse_unknown,
 )
 
 log = logging.getLogger("cnnbench.heads.logreg")
@@ -83,39 +87,42 @@ def cv_score_name(C: float) -> str:
     return f"cv_score@C={C:g}"
 
 
+@dataclass(frozen=True)
+class LogRegOptions(ProbeOptions):
+    """The logreg head's options (the C and feature options are :class:`ProbeOptions`'); its C grid
+    reaches 10⁴, since unit-length features need large C (the module docstring's measurement)."""
+
+    C_grid: tuple[float, ...] = O.option((0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+                                         "the C values cross-validation chooses from", check=_c_grid)
+    C: float | None = O.option(None, "a fixed C, the inverse regularisation strength (null: choose it from C_grid)",
+                               min=C_MIN, max=C_MAX,
+                               fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset "
+                                   "(null) to choose it from C_grid by cross-validation")
+    power: float = O.option(1.0, "signed power sign(x)|x|^power before L2 normalisation (1: off)", min=0,
+                            min_exclusive=True, fix="the signed power transform sign(x)|x|^power; 1 turns it off")
+    max_iter: int = O.option(1000, "the most L-BFGS iterations per fit", min=1, max=MAX_ITER,
+                             fix="the most L-BFGS iterations per fit")
+    tol: float = O.option(1e-6, "a fit stops when no gradient entry of the mean loss exceeds tol (scikit-learn's rule)",
+                          min=0, min_exclusive=True,
+                          fix="a fit stops when no gradient entry of the mean loss exceeds tol (scikit-learn's rule; "
+                              "default 1e-6)")
+    solver: Literal["auto", "batched", "sklearn"] = O.option("auto", "batched (torch L-BFGS, all folds at once), "
+                                                                     "sklearn (LogisticRegression, the reference), "
+                                                                     "or auto (batched)")
+
+
 class LogisticRegressionHead(ClassifierHead):
     name = "logreg"
     example_C = 10.0
     diagnostics = ("C",)
+    Options = LogRegOptions
 
-    def __init__(self, C_grid=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), C: float | None = None,
-                 cv_folds: int = 3, seed: int = 0, max_iter: int = 1000, tol: float = 1e-6, solver: str = "auto",
-                 device: str = "cpu", power: float = 1.0, view_pooling: str = "sum", ap: str = "voc07",
-                 tune_on: str = "auto", **unknown):
-        refuse_unknown("logreg", unknown, LogisticRegressionHead.__init__)
-        C_grid, C, cv_folds, seed, tune_on = c_options(
-            "logreg", C_grid, C, cv_folds, seed, tune_on, default_grid="[0.1, 1, 10, 100, 1000, 10000]",
-            C_fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset (null) to choose "
-                  "it from C_grid by cross-validation")
-        max_iter = O.as_int("logreg: max_iter", max_iter, min=1, max=MAX_ITER, fix="the most L-BFGS iterations per fit")
-        tol = O.as_float("logreg: tol", tol, min=0, min_exclusive=True,
-                         fix="a fit stops when no gradient entry of the mean loss exceeds tol (scikit-learn's rule; "
-                             "default 1e-6)")
-        solver = O.one_of("logreg: solver", solver, ("auto", "batched", "sklearn"))
-        power = O.as_float("logreg: power", power, min=0, min_exclusive=True,
-                           fix="the signed power transform sign(x)|x|^power; 1 turns it off")
-        view_pooling = O.one_of("logreg: view_pooling", view_pooling, ("sum", "max"))
-        ap = O.one_of("logreg: ap", ap, ("voc07", "exact"))
-        self.tune_on = tune_on
-        super().__init__(C_grid=list(C_grid), C=C, cv_folds=cv_folds, seed=seed, tune_on=tune_on, max_iter=max_iter,
-                         tol=tol,
-                         solver=solver, device=device, power=power, view_pooling=view_pooling, ap=ap)
-        self.solver = "batched" if solver == "auto" else solver
-        self.params["device"] = device = check_device("logreg: device", device, used=self.solver == "batched")
-        self.C_grid = sorted(set(C_grid))  # ascending, for warm starts along the path
-        self.C, self.cv_folds, self.seed, self.max_iter, self.tol = C, cv_folds, seed, max_iter, tol
-        self.device, self.power, self.view_pooling, self.ap = device, power, view_pooling, ap
-        if C is None:
+    def setup(self) -> None:
+        self.solver = "batched" if self.opts.solver == "auto" else self.opts.solver
+        self.params["device"] = self.device = check_device("logreg: device", self.opts.device,
+                                                           used=self.solver == "batched")
+        self.C_grid = sorted(set(self.opts.C_grid))  # ascending, for warm starts along the path
+        if self.C is None:  # the score at every grid value is a per-trial detail of the run record
             self.diagnostics = ("C", *(cv_score_name(c) for c in self.C_grid))
 
     # -- features, folds, scores ----------------------------------------------------------------------
