@@ -2,7 +2,8 @@
 
 A backbone never reads image files; the extraction engine feeds it normalised batches built from
 :class:`Preprocess`, the one place that says how a model wants its pixels (like timm's
-``pretrained_cfg``).
+``pretrained_cfg``). A backbone is built by a function that takes :class:`BackboneOptions` (or a
+subclass declaring more options).
 """
 
 from __future__ import annotations
@@ -14,10 +15,28 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from . import options as O
 from .errors import UserError
 from .preprocess import POOLINGS, Preprocess
 
-__all__ = ["Backbone", "Preprocess", "POOLINGS", "capture_layers"]
+__all__ = ["Backbone", "BackboneOptions", "Preprocess", "POOLINGS", "capture_layers"]
+
+
+def _weights_file(name: str, value) -> str | None:
+    """A weights file's name (a path object too); empty text (``weights: ""``) names none."""
+    return None if value == "" else O.as_path(name, value)
+
+
+@dataclass(frozen=True)
+class BackboneOptions(O.Options):
+    """What every backbone with weights takes; a backbone with more options extends this class
+    (``OverfeatOptions`` adds ``crop``). ``weights`` says where, not what: the feature files record
+    the weights by the digest of their tensors (:meth:`Backbone.weights_digest`), so moving the file
+    changes no signature and it is not :meth:`~cnnbench.options.Options.recorded`."""
+
+    weights: str | None = O.option(None, "a local weights file, a state dict (also --weights); none: the "
+                                         "backbone's published weights", check=_weights_file, record=False)
+    pretrained: bool = O.option(True, "false: random weights (listing layers, tests)")
 
 
 @dataclass

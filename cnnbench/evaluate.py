@@ -23,6 +23,7 @@ from .errors import CnnbenchError, UserError
 from .head import FeatureSet, Head
 from .recipes import DEFAULT as DEFAULT_RECIPE
 from .recipes import EvalOptions, Recipe
+from .settings import FEATURE_KEYS
 from .results import (MAX_RECORD_BYTES, RUN_SUFFIX, STD_SUFFIX, UNIT, check_record, read_outcomes,  # noqa: F401
                       read_results, rerun_hint, result_path, run_record_path, split_record, write_results)
 
@@ -144,8 +145,8 @@ def evaluate(features_dir: str | os.PathLike, dataset: Dataset, head: Head, head
 
 # what every split of one evaluation shares: one backbone with one set of weights, one preprocessing and
 # the same extraction settings (view names and box scale may differ: retrieval queries have their own)
-SHARED = ("backbone", "backbone_plugin", "weights_sha256", "preprocess", "pooling", "views", "precision",
-          "fast_decode", "exif_orientation", "max_pixels", "rotation_angles", "dataset_options")
+SHARED = ("backbone", "backbone_plugin", "weights_sha256", "preprocess",
+          *(k for k in FEATURE_KEYS if k not in ("layers", "spatial_levels", "box_scale")), "dataset_options")
 
 
 def _check_ids(info, stored, listed: list[str], fix: str) -> None:

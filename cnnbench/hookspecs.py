@@ -4,17 +4,21 @@ Each hook receives a ``register`` callback (the style of simonw's ``llm``), so o
 add any number of backbones, data sets or heads, each built lazily on first use::
 
     from cnnbench import hookimpl
+    from cnnbench.backbone import BackboneOptions
 
     @hookimpl
     def register_backbones(register):
-        register("my-net", build_my_net, description="what it is, where its weights come from")
+        register("my-net", build_my_net, options=BackboneOptions,
+                 description="what it is, where its weights come from")
 
 ``register(name, factory, *, description="", prefix=False, options=None)``: ``options`` is the
-plugin's :class:`cnnbench.options.Options` class (a class factory's own ``Options`` attribute is
-found without it); the given options are checked against it and the factory receives them parsed,
-``factory(options=<Options>)``. With ``prefix=True`` the name is a family prefix such as ``"timm:"``
-and ``factory(rest, options=…)`` receives what follows it (``timm:resnet50`` -> ``factory("resnet50", …)``).
-A factory without declared options is called ``factory(**options)``, its signature checking them.
+plugin's :class:`cnnbench.options.Options` class (a backbone's is
+:class:`cnnbench.backbone.BackboneOptions` or a subclass; a class factory's own ``Options``
+attribute is found without it); the given options are checked against it and the factory
+receives them parsed, ``factory(options=<Options>)``. With ``prefix=True`` the name is a family
+prefix such as ``"timm:"`` and ``factory(rest, options=…)`` receives what follows it
+(``timm:resnet50`` -> ``factory("resnet50", …)``). A factory without declared options is called
+``factory(**options)``, its signature checking them.
 """
 
 import pluggy

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnbench.backbone import BackboneOptions
 from cnnbench.images import load_and_preprocess, normalize
 
 # Flowers-17 classes (0-based, 80 images each) with ImageNet classes a working model must reach.
@@ -129,7 +130,7 @@ def test_weights_in_any_order_naming_and_format_give_identical_outputs(tmp_path,
 
         # the package's tensors are non-contiguous views (TF layout): safetensors refuses them as they are
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    bb = lite0.build(weights=str(path))
+    bb = lite0.build(BackboneOptions(weights=str(path)))
     assert bb.weights_digest() == effnet.weights_digest()  # every tensor bit-identical
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -173,7 +174,7 @@ def test_a_misshaped_weights_file_names_itself_through_build(tmp_path, package_s
     path = tmp_path / "lite0.pth"
     torch.save({**package_sd, "_fc.weight": torch.zeros(10, 1280)}, path)
     with pytest.raises(WeightsNotFoundError) as err:
-        lite0.build(weights=str(path))
+        lite0.build(BackboneOptions(weights=str(path)))
     _one_line_naming(err, str(path), "_fc.weight", "(10, 1280)", "(1000, 1280)")
 
 
@@ -214,7 +215,7 @@ def test_integer_weights_in_lukemelas_names_are_refused_naming_the_file_key(tmp_
     path = tmp_path / "int64.safetensors"
     save_file({k: v.contiguous().to(torch.int64) for k, v in package_sd.items()}, str(path))
     with pytest.raises(WeightsNotFoundError) as err:
-        lite0.build(weights=str(path))
+        lite0.build(BackboneOptions(weights=str(path)))
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and "dtype mismatch(es), first _" in msg, msg
     assert "(as " in msg and "file int64, model float32" in msg, msg

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cnnbench import plugins
+from cnnbench.backbone import BackboneOptions
 from cnnbench.images import load_and_preprocess, normalize
 
 FAMILY = ["effnet-lite0", "effnet-lite1", "effnet-lite2"]
@@ -171,7 +172,7 @@ def test_shuffled_state_dicts_give_identical_outputs(tmp_path, built, package_sd
     assert list(sd) != list(original) and set(sd) == set(original)
     path = tmp_path / "w.pth"
     torch.save(sd, path)
-    bb = VARIANTS[name].build(weights=str(path))
+    bb = VARIANTS[name].build(BackboneOptions(weights=str(path)))
     assert bb.weights == str(path) and bb.weights_digest() == ref.weights_digest()  # every tensor bit-identical
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

@@ -269,7 +269,7 @@ def test_the_example_plugin_passes_the_checks(monkeypatch):
 
         plugins.register_plugin(cnnbench_colorhist, name="colorhist-example")
     assert plugins.create("backbone", "colorhist", bins=4).default_layer == "hist"
-    with pytest.raises(UserError, match="accepted options: bins$"):
+    with pytest.raises(UserError, match=r"^colorhist: unknown key 'bns' \(did you mean 'bins'\?\); known keys: bins$"):
         plugins.create("backbone", "colorhist", bns=4)
 
 

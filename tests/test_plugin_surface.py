@@ -10,12 +10,19 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import re
+import shlex
+import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from cnnbench import plugins
-from cnnbench.head import Head
+from cnnbench.cli import main
+from cnnbench.head import FeatureSet, Head
 
 from conftest import ROOT
 
@@ -157,3 +164,49 @@ def test_every_registered_head_takes_the_data_sets_metric_as_a_keyword():
         params = inspect.signature(plugins.create("head", name).evaluate).parameters
         assert "metric" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()), (
             f"head {name!r} ({reg.origin()}): evaluate() must accept metric=")
+
+
+# -- docs/plugins.md's "Declaring options": its example is a plugin that does what the page says ----------
+
+
+def _docs_example(monkeypatch) -> tuple[str, types.ModuleType]:
+    """The section, and its example run as the plugin it shows (registered in-process)."""
+    section = _section((ROOT / "docs" / "plugins.md").read_text(), "Declaring options")
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert not surface_violations(code, "docs/plugins.md")
+    module = types.ModuleType("docs_kvote")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, "docs/plugins.md (Declaring options)", "exec"), module.__dict__)
+    plugins.register_plugin(module, name="docs-kvote")
+    return section, module
+
+
+def test_the_docs_options_example_is_refused_and_listed_as_the_docs_show(monkeypatch, tmp_path):
+    section, _ = _docs_example(monkeypatch)
+    shown = re.findall(r"\$ cnnbench (.*)\n\s*(Error: .*)", section)
+    assert len(shown) == 3
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the defaults
+    for command, error in shown:
+        result = CliRunner().invoke(main, shlex.split(command))
+        assert (result.exit_code, result.output.strip()) == (1, error), command
+    listing = CliRunner().invoke(main, ["plugins", "kvote"]).output
+    for name in ("k", "vote", "temperature", "normalize"):
+        assert f"│ {name} " in listing, listing
+
+
+def test_the_docs_options_example_records_its_resolved_options_and_votes_as_declared(monkeypatch):
+    _, kvote = _docs_example(monkeypatch)
+    assert plugins.create("head", "kvote").params == {"k": 5, "vote": "majority", "temperature": None,
+                                                       "normalize": True}
+    # one test image at angle 0; training images: class 0 at 0 and 180 degrees, class 1 at +-30 degrees.
+    # Its 3 nearest are one of class 0 (similarity 1) and two of class 1 (0.866 each): one vote each
+    # gives class 1; weighted, exp(1/t) beats 2 exp(0.866/t) once t < 0.19, so t=0.05 gives class 0
+    angles = np.radians([0, 180, 30, -30])
+    train = FeatureSet(np.stack([np.cos(angles), np.sin(angles)], 1), np.array([0, 0, 1, 1]),
+                       ["a0", "a180", "b30", "b-30"], ["a", "b"])
+    test = FeatureSet(np.array([[1.0, 0.0]]), np.array([0]), ["t"], ["a", "b"])
+    assert kvote.KVote(k=3).evaluate(train, test, "multiclass") == {"accuracy": 0.0}
+    weighted = kvote.KVote(k=3, vote="weighted", temperature=0.05)
+    assert weighted.params["temperature"] == 0.05
+    assert weighted.evaluate(train, test, "multiclass") == {"accuracy": 1.0}
+    assert kvote.KVote(k=3, vote="weighted", temperature=1.0).evaluate(train, test, "multiclass") == {"accuracy": 0.0}

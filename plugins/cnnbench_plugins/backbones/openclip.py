@@ -10,20 +10,21 @@ image tower), else open-clip's hub cache, else the hub.
 from __future__ import annotations
 
 from cnnbench import hookimpl
-from cnnbench.backbone import Backbone, Preprocess
+from cnnbench.backbone import Backbone, BackboneOptions, Preprocess
 from cnnbench.errors import CnnbenchError, WeightsNotFoundError
 from cnnbench.weights import fetch_or_explain, load_fitting, load_state_dict_file
 
 
 @hookimpl
 def register_backbones(register):
-    register("openclip:", build, prefix=True, description="open-clip image tower: openclip:<arch>/<pretrained tag>")
+    register("openclip:", build, prefix=True, options=BackboneOptions,
+             description="open-clip image tower: openclip:<arch>/<pretrained tag>")
 
 
-def build(spec: str, weights: str | None = None, pretrained: bool = True) -> Backbone:
-    """``pretrained=False``: random weights (listing layers, tests)."""
+def build(spec: str, options: BackboneOptions = BackboneOptions()) -> Backbone:
     import open_clip
 
+    weights, pretrained = options.weights, options.pretrained
     arch, _, tag = spec.partition("/")
     if arch not in open_clip.list_models():
         raise CnnbenchError(f"open-clip has no architecture {arch!r}; known: {', '.join(open_clip.list_models()[:20])} …")

@@ -18,8 +18,12 @@ empty cache, the error names the file to fetch and where to put it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from cnnbench import hookimpl
-from cnnbench.backbone import Backbone, Preprocess
+from cnnbench import options as O
+from cnnbench.backbone import Backbone, BackboneOptions, Preprocess
 from cnnbench.weights import fetch_or_explain, load_into
 
 VGG_HUB = "timm/vgg16.tv_in1k"
@@ -30,19 +34,29 @@ IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 @hookimpl
 def register_backbones(register):
-    register("overfeat", build_vgg16, description="OverFeat-equivalent: VGG-16 fc6 (4096-d, after ReLU), ImageNet")
-    register("overfeat-alexnet", build_alexnet, description="OverFeat-equivalent: AlexNet fc6 (4096-d), ImageNet")
+    register("overfeat", build_vgg16, options=OverfeatOptions,
+             description="OverFeat-equivalent: VGG-16 fc6 (4096-d, after ReLU), ImageNet")
+    register("overfeat-alexnet", build_alexnet, options=OverfeatOptions,
+             description="OverFeat-equivalent: AlexNet fc6 (4096-d), ImageNet")
+
+
+@dataclass(frozen=True)
+class OverfeatOptions(BackboneOptions):
+    """The weights options, and how the image meets the network's square input."""
+
+    crop: Literal["center", "full"] = O.option("center", "center: the short side resized, then the central square "
+                                                         "(ImageNet's evaluation crop); full: the whole image warped")
 
 
 def _preprocess(crop: str) -> Preprocess:
     return Preprocess(input_size=224, resize_size=256, crop=crop, interpolation="bilinear", **IMAGENET)
 
 
-def build_vgg16(weights: str | None = None, crop: str = "center", pretrained: bool = True) -> Backbone:
-    """``pretrained=False``: random weights (listing layers, tests)."""
+def build_vgg16(options: OverfeatOptions = OverfeatOptions()) -> Backbone:
     import timm
 
-    if weights or not pretrained:
+    weights = options.weights
+    if weights or not options.pretrained:
         model = timm.create_model("vgg16", pretrained=False)
         if weights:
             load_into(model, weights)
@@ -57,16 +71,17 @@ def build_vgg16(weights: str | None = None, crop: str = "center", pretrained: bo
         source = VGG_HUB
     # timm's VGG runs fc6/fc7 as convolutions (pre_logits.fc1/fc2): 1x1 maps at 224 px -> 4096-d
     layers = {"fc6": "pre_logits.act1", "fc6_pre": "pre_logits.fc1", "fc7": "pre_logits.act2", "logits": ""}
-    return Backbone("overfeat", model, _preprocess(crop), default_layer="fc6", layers=layers, weights=source,
+    return Backbone("overfeat", model, _preprocess(options.crop), default_layer="fc6", layers=layers, weights=source,
                     description="VGG-16 fc6, ImageNet-1k (torchvision weights via timm)")
 
 
-def build_alexnet(weights: str | None = None, crop: str = "center", pretrained: bool = True) -> Backbone:
+def build_alexnet(options: OverfeatOptions = OverfeatOptions()) -> Backbone:
     import torch
     from torchvision.models import alexnet
 
+    weights = options.weights
     model = alexnet(weights=None)
-    if weights or not pretrained:
+    if weights or not options.pretrained:
         if weights:
             load_into(model, weights)
         source = str(weights) if weights else "random init"
@@ -80,5 +95,5 @@ def build_alexnet(weights: str | None = None, crop: str = "center", pretrained: 
                          cache_hint=f"{torch.hub.get_dir()}/checkpoints/alexnet-owt-7be5be79.pth")
         source = ALEXNET_URL
     layers = {"fc6": "classifier.2", "fc6_pre": "classifier.1", "fc7": "classifier.5", "logits": ""}
-    return Backbone("overfeat-alexnet", model, _preprocess(crop), default_layer="fc6", layers=layers,
+    return Backbone("overfeat-alexnet", model, _preprocess(options.crop), default_layer="fc6", layers=layers,
                     weights=source, description="AlexNet fc6, ImageNet-1k (torchvision weights)")

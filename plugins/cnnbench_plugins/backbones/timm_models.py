@@ -9,24 +9,26 @@ timm's hub cache, else the hub.
 from __future__ import annotations
 
 from cnnbench import hookimpl
-from cnnbench.backbone import Backbone, Preprocess
+from cnnbench.backbone import Backbone, BackboneOptions, Preprocess
 from cnnbench.errors import CnnbenchError
 from cnnbench.weights import fetch_or_explain, load_into
 
 
 @hookimpl
 def register_backbones(register):
-    register("timm:", build, prefix=True, description="any timm model; preprocessing from its pretrained_cfg")
+    register("timm:", build, prefix=True, options=BackboneOptions,
+             description="any timm model; preprocessing from its pretrained_cfg")
 
 
-def build(model_name: str, weights: str | None = None, pretrained: bool = True) -> Backbone:
+def build(model_name: str, options: BackboneOptions = BackboneOptions()) -> Backbone:
     import timm
 
+    weights = options.weights
     arch = model_name.split(".")[0]
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch[:6]}*")[:10]
         raise CnnbenchError(f"timm has no model {model_name!r}; similar: {', '.join(close) or '(none)'}")
-    if weights or not pretrained:
+    if weights or not options.pretrained:
         model = timm.create_model(model_name, pretrained=False)
         if weights:
             load_into(model, weights)

@@ -70,7 +70,7 @@ MAX_CHUNK = 16384  # rows compared at once (knn's chunk_size, l2's query_batch):
 # matrix of float32; 16384 rows against the 1M images of R1M are already 64 GiB
 
 
-def _c_grid(name: str, value) -> tuple[float, ...]:
+def c_grid(name: str, value) -> tuple[float, ...]:
     """C_grid's values, each a C in range; may be empty only beside a fixed C (checked in :meth:`ProbeOptions.check`)."""
     return tuple(O.float_list(name, value, min=C_MIN, max=C_MAX, min_len=0))
 
@@ -83,7 +83,7 @@ class ProbeOptions(O.Options):
     training images; cv = always the latter."""
 
     C_grid: tuple[float, ...] = O.option((0.01, 0.1, 1.0, 10.0, 100.0), "the C values cross-validation chooses from",
-                                         check=_c_grid)
+                                         check=c_grid)
     C: float | None = O.option(None, "a fixed C (null: choose it from C_grid)", min=C_MIN, max=C_MAX)
     cv_folds: int = O.option(3, "cross-validation folds over the training images", min=2,
                              fix="cross-validation splits the training images into that many folds; "
@@ -96,7 +96,8 @@ class ProbeOptions(O.Options):
                             fix="the signed power transform sign(x)|x|^power; 1 turns it off, the paper's CNNaug uses 2")
     view_pooling: Literal["sum", "max"] = O.option("sum", "how an image's views' decision values combine (paper: sum)")
     ap: Literal["voc07", "exact"] = O.option("voc07", "mAP as VOC 2007's 11-point AP, or the exact (non-interpolated) AP")
-    device: str = O.option("cpu", "torch device of the batched solver (cpu, cuda, cuda:N, mps, or auto)")
+    device: str = O.option("cpu", "torch device of the batched solver (cpu, cuda, cuda:N, mps, or auto)",
+                           check=lambda name, value: device_name(name, value))
 
     def check(self, owner: str):
         if self.C is None and not self.C_grid:
@@ -104,6 +105,12 @@ class ProbeOptions(O.Options):
             raise UserError(f"{owner}: C_grid: [] is not allowed; expected a non-empty list of positive numbers to "
                             f"choose C from by cross-validation (default [{default}]); or set a fixed C")
         return None
+
+
+def device_name(name: str, value) -> str:
+    """A device option as given, checked to name a torch device (resolved later, where it is used)."""
+    check_device(name, value, used=False)
+    return value
 
 
 def check_device(name: str, value, used: bool) -> str:

@@ -65,7 +65,7 @@ from ._common import (
     MAX_ITER,
     ClassifierHead,
     ProbeOptions,
-    _c_grid,
+    c_grid,
     check_device,
     classifier_outcomes,
     classifier_scores,
@@ -93,7 +93,7 @@ class LogRegOptions(ProbeOptions):
     reaches 10⁴, since unit-length features need large C (the module docstring's measurement)."""
 
     C_grid: tuple[float, ...] = O.option((0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
-                                         "the C values cross-validation chooses from", check=_c_grid)
+                                         "the C values cross-validation chooses from", check=c_grid)
     C: float | None = O.option(None, "a fixed C, the inverse regularisation strength (null: choose it from C_grid)",
                                min=C_MIN, max=C_MAX,
                                fix="C is the inverse regularisation strength (larger: weaker penalty); leave C unset "
