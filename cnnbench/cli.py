@@ -346,14 +346,12 @@ def _try_dataset(ctx: Ctx, name: str, data_root: str | None):
 
 def _sources(ds) -> tuple[str, str]:
     """(the host(s) a download would use, with its mirrors counted; how many of its files are pinned)."""
-    from .download import host_of
-
     if ds.root is None:
         return "(bundled)", ""
     downloads = list(getattr(ds, "downloads", None) or ())
     if not downloads:
         return "none: by hand (see its url)", ""
-    hosts = ", ".join(dict.fromkeys(host_of(d.url) for d in downloads))
+    hosts = ", ".join(dict.fromkeys(d.host for d in downloads))
     mirrors = sum(len(d.mirrors) for d in downloads)
     if mirrors:
         hosts += f" (+{mirrors} mirror{'s' if mirrors > 1 else ''})"

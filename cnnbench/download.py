@@ -1,11 +1,14 @@
 """Fetch a data set's official archives, verify them, and unpack them safely under the data root.
 
-Archives come from third-party servers, so nothing in them is trusted: the bytes are hashed while
-they stream to disk (SHA-256, when the plugin pins one), and every archive entry is checked before
-anything is written. Absolute paths, ``..`` components, links that point outside the target, and
-device files or FIFOs are refused with an error naming the entry. Extraction goes into a temporary
-folder beside the target and is moved into place only once it completed, so an interrupted or
-refused download never leaves a half-unpacked data set behind.
+Archives come from third-party servers that stall, move and drop connections, so each file has
+mirrors tried in order, an interrupted download resumes (HTTP ``Range``, only while the server's
+validator says the file is unchanged), and a file appears under its name only once its size and
+SHA-256 (when the plugin pins them) are verified; see "fetching" below. Nothing in an archive is
+trusted either: every entry is checked before anything is written. Absolute paths, ``..``
+components, links that point outside the target, and device files or FIFOs are refused with an
+error naming the entry. Extraction goes into a temporary folder beside the target and is moved
+into place only once it completed, so an interrupted or refused download never leaves a
+half-unpacked data set behind.
 
 Links. Several archives are often unpacked into one folder (Holidays, Paris 6k, UIUC attributes),
 and a link harmless in its own archive can be turned outward by a link from another one
@@ -42,12 +45,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
+import json
 import os
 import posixpath
 import shutil
+import socket
 import stat
+import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -75,11 +83,14 @@ class DownloadError(CnnbenchError):
 class Download:
     """One file a data set is distributed as.
 
-    ``sha256``: the published checksum, or ``None`` when none is published (a warning says the file
-    is not pinned). ``subdir``: where under the data set's folder the file (or the archive's
-    content) goes. ``extract``: unpack archives (``.tar``, ``.tgz``, ``.zip`` …); other files are
-    copied as they are. ``inner``: archives inside this one (paths relative to ``subdir``) that are
-    unpacked in turn and then deleted (Caltech-101's zip holds ``101_ObjectCategories.tar.gz``).
+    ``url``, then ``mirrors``: where the file is, tried in that order (a 404, a 5xx, a timeout or
+    a wrong file moves on to the next). ``sha256``: the published checksum, or ``None`` when none
+    is published (a warning says the file is not pinned). ``size``: its size in bytes where a
+    public source states it, checked before anything is unpacked and used to check free space
+    first. ``subdir``: where under the data set's folder the file (or the archive's content) goes.
+    ``extract``: unpack archives (``.tar``, ``.tgz``, ``.zip`` …); other files are copied as they
+    are. ``inner``: archives inside this one (paths relative to ``subdir``) that are unpacked in
+    turn and then deleted (Caltech-101's zip holds ``101_ObjectCategories.tar.gz``).
     """
 
     url: str
@@ -88,6 +99,22 @@ class Download:
     subdir: str = ""
     extract: bool = True
     inner: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+    size: int | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every address of the file, in the order they are tried."""
+        return (self.url, *self.mirrors)
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256)
+
+    @property
+    def host(self) -> str:
+        """The host the first address names: where a download starts."""
+        return host_of(self.url)
 
     @property
     def name(self) -> str:
@@ -99,6 +126,47 @@ class Download:
 
 
 # -- fetching --------------------------------------------------------------------------------------
+#
+# Academic servers stall, move and drop connections, so one file is fetched like this:
+#   * its addresses (``Download.urls``) are tried in order; a 404/5xx, a timeout, a refused
+#     redirect, the wrong size or the wrong checksum moves on to the next, with one line saying so;
+#   * bytes go to ``<name>.part``, beside it ``<name>.part.json`` records the address and the
+#     server's validator (a strong ETag, else Last-Modified). A lost connection resumes with
+#     ``Range`` + ``If-Range``: a server that changed the file, or ignores ranges, answers with the
+#     whole file, and the download starts over. The next run resumes a ``.part`` left by an
+#     interruption (Ctrl-C, a dead network) in the same way;
+#   * free space is checked against the expected size before the first byte is written;
+#   * size and SHA-256 are verified before the ``.part`` is renamed to its name (atomically), so a
+#     file under its real name is always whole; nothing is unpacked before that.
+# urllib does the HTTP (and ftp://, file://); it never decodes a Content-Encoding, so the bytes
+# hashed are the bytes served. Redirects are followed to http(s) addresses only.
+
+DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a server counts as stalled
+RESUMES = 3  # reconnections per address after a lost connection (each must have made progress)
+_READ = 256 << 10  # bytes per read from the network: the progress bar moves at least this often
+_SCHEMES = ("http", "https", "ftp", "file")
+_HEADERS = {"User-Agent": "cnnbench (python urllib)", "Accept-Encoding": "identity"}
+
+
+class _Failed(Exception):
+    """One address failed (one line, no address in it); the next mirror may work."""
+
+
+class _RangeRefused(_Failed):
+    """A 416 to a resumed request: the ``.part`` is already whole (the run ended before the rename) or
+    longer than the file now is. Only a fresh download can tell which."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) addresses only: a server must not send us to ftp:// or file://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlparse(newurl).scheme.lower() not in ("http", "https"):
+            raise _Failed(f"redirected to {newurl}, which is not an http(s) address: refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -109,44 +177,242 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, *, progress: bool = True,
-          timeout: float = 60.0) -> Path:
-    """Stream ``url`` to ``dest``, hashing as it goes; the file appears under ``dest`` only if the
-    checksum matches (or none is pinned). An existing ``dest`` with the right checksum is reused."""
+def host_of(url: str) -> str:
+    """The host (and port) a URL is fetched from, as messages and ``cnnbench datasets`` name it."""
+    parts = urllib.parse.urlparse(url)
+    return parts.netloc or ("local file" if parts.scheme == "file" else url)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def check_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
+    """Refuse to start writing ``need`` bytes of ``what`` into ``folder`` when the disk lacks them."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DownloadError(f"not enough free space for {what}: it needs {_human(need)} more and {folder} has "
+                            f"{_human(free)} free; free some space or choose another --data-root, and run again")
+
+
+class _Partial:
+    """``<name>.part`` and its record ``<name>.part.json``: which address it came from, the server's
+    validator for it, and the size announced. A ``.part`` without a usable record is never resumed."""
+
+    def __init__(self, dest: Path):
+        self.path = dest.with_name(dest.name + ".part")
+        self.record = dest.with_name(dest.name + ".part.json")
+
+    def load(self) -> dict:
+        try:
+            info = json.loads(self.record.read_text(encoding="utf-8"))
+            return info if isinstance(info, dict) and self.path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def resumable_bytes(self, url: str) -> tuple[int, str | None]:
+        """Bytes already there for ``url`` and the validator to resume them with (0, None: start over)."""
+        info = self.load()
+        validator = info.get("etag") or info.get("last_modified")
+        if info.get("url") != url or not validator or not url.lower().startswith(("http:", "https:")):
+            return 0, None
+        return self.path.stat().st_size, validator
+
+    def save(self, url: str, headers, total: int | None) -> None:
+        etag = headers.get("ETag")
+        info = {"url": url, "etag": etag if etag and not etag.startswith("W/") else None,  # weak ones cannot If-Range
+                "last_modified": headers.get("Last-Modified"), "total": total}
+        self.record.write_text(json.dumps(info), encoding="utf-8")
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.record.unlink(missing_ok=True)
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``bytes 100-199/200`` -> (100, 200); the total may be ``*`` (unknown)."""
+    try:
+        unit, spec = (value or "").split(" ", 1)
+        span, total = spec.split("/", 1)
+        return int(span.split("-", 1)[0]), (None if total.strip() == "*" else int(total))
+    except ValueError:
+        return None, None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (TimeoutError, socket.timeout)) or isinstance(getattr(exc, "reason", None),
+                                                                         (TimeoutError, socket.timeout))
+
+
+def _open(url: str, have: int, validator: str | None, timeout: float):
+    """The server's response for ``url`` (from byte ``have`` on, if it still is the file ``validator``
+    names); every failure is a :class:`_Failed` line."""
+    req = urllib.request.Request(url, headers=_HEADERS)
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+        req.add_header("If-Range", validator)
+    try:
+        return _opener.open(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:
+            raise _RangeRefused(f"HTTP 416 {exc.reason}") from None
+        if 300 <= exc.code < 400:
+            raise _Failed(f"redirect refused ({exc.reason})") from None
+        raise _Failed(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        if _is_timeout(exc):
+            raise _Failed(f"timed out after {timeout:g} s waiting for {host_of(url)}") from None
+        reason = getattr(exc, "reason", None) or exc
+        raise _Failed(f"cannot reach {host_of(url)} ({reason})") from None
+
+
+def _what_arrives(resp, have: int, *, name: str, host: str, warn: Callable[[str], None]) -> tuple[int, int | None]:
+    """(the byte the response starts at, the file's total size or None) for a request made from
+    byte ``have``: the rest of the file (206 from ``have``), or the whole of it (200)."""
+    status = getattr(resp, "status", None) or 200  # file:// and ftp:// responses have none
+    length = resp.headers.get("Content-Length")
+    length = int(length) if length and length.strip().isdigit() else None
+    start, total = _content_range(resp.headers.get("Content-Range"))
+    if have and status == 206 and start == have:
+        return have, total if total is not None else (have + length if length is not None else None)
+    if status != 200:
+        raise _Failed(f"unexpected HTTP {status} from {host}")
+    if have:  # the server ignores ranges, or the file changed since (If-Range)
+        warn(f"{name}: {host} sent the whole file again (it ignores ranges, or the file changed since the "
+             "interrupted download); starting over")
+    return 0, length
+
+
+def _receive(resp, partial: _Partial, have: int, total: int | None, h, *, name: str, host: str, timeout: float,
+             progress: bool) -> tuple[int, str | None, bool]:
+    """Append the response to the ``.part`` (which holds ``have`` bytes, hashed into ``h``) with a
+    progress bar; returns (bytes now held, why the transfer stopped early or None, whether it stalled).
+    A full disk is a :class:`DownloadError` at once: no mirror can help."""
     from tqdm.auto import tqdm
 
+    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+               disable=not progress, dynamic_ncols=True)
+    with open(partial.path, "ab" if have else "wb") as out, bar:
+        while True:
+            try:
+                block = resp.read(_READ)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                if _is_timeout(exc):
+                    return have, f"timed out after {timeout:g} s waiting for {host}", True
+                return have, f"the connection to {host} broke ({exc or type(exc).__name__})", False
+            if not block:
+                return have, None, False
+            try:
+                out.write(block)
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise DownloadError(f"no space left on device while downloading {name} into "
+                                        f"{partial.path.parent}; free some space and run again: the download "
+                                        "resumes") from exc
+                raise DownloadError(f"cannot write {partial.path}: {exc.strerror or exc}") from exc
+            h.update(block)
+            have += len(block)
+            bar.update(len(block))
+
+
+def _fetch_one(url: str, partial: _Partial, *, name: str, size: int | None, progress: bool, timeout: float,
+               resumes: int, warn: Callable[[str], None]) -> str:
+    """Download ``url`` into ``partial.path``, resuming where that is safe; returns the SHA-256 of the
+    whole ``.part``, which holds exactly the bytes the server announced."""
+    host = host_of(url)
+    have, validator = partial.resumable_bytes(url)
+    tries = 0
+    while True:
+        try:
+            resp = _open(url, have, validator, timeout)
+        except _RangeRefused:
+            warn(f"{name}: {host} refuses to resume at byte {have:,} (HTTP 416); starting over")
+            have, validator = 0, None
+            continue
+        with resp:
+            have, total = _what_arrives(resp, have, name=name, host=host, warn=warn)
+            if size is not None and total is not None and total != size:
+                raise _Failed(f"{host} offers {total:,} bytes, not the {size:,} published: not the same file")
+            if total is not None:
+                check_free_space(partial.path.parent, total - have, name)
+            h = hashlib.sha256()
+            if have:
+                with open(partial.path, "rb") as fh:
+                    for block in iter(lambda: fh.read(CHUNK), b""):
+                        h.update(block)
+            partial.save(url, resp.headers, total)
+            before = have
+            have, lost, stalled = _receive(resp, partial, have, total, h, name=name, host=host, timeout=timeout,
+                                           progress=progress)
+        if total is not None and have > total:
+            partial.discard()
+            raise _Failed(f"{host} sent more than the {total:,} bytes it announced")
+        if lost is None and total is not None and have < total:
+            lost = f"the connection to {host} closed after {have:,} of {total:,} bytes"
+        if lost is None:
+            return h.hexdigest()
+        # a lost connection: resume where it is safe, start over where it is not, give up on a stall
+        tries += 1
+        progressed = have > before
+        have, validator = partial.resumable_bytes(url)
+        if stalled or tries > resumes or not progressed:
+            if not validator:
+                partial.discard()  # nothing that could be resumed later
+            raise _Failed(lost + (f" ({tries} tries)" if tries > 1 else ""))
+        if have:
+            warn(f"{name}: {lost}; resuming from byte {have:,} (try {tries + 1} of {resumes + 1})")
+        else:
+            warn(f"{name}: {lost}; starting over, {host} offers no way to resume (try {tries + 1} of {resumes + 1})")
+
+
+def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, *, mirrors: tuple[str, ...] = (),
+          size: int | None = None, progress: bool = True, timeout: float = DEFAULT_TIMEOUT, resumes: int = RESUMES,
+          warn: Callable[[str], None] = _stderr) -> Path:
+    """Download ``url`` (else each of ``mirrors`` in turn) to ``dest``; the file appears under ``dest``
+    only once complete and, where pinned, of the published ``size`` and ``sha256``. An existing ``dest``
+    with the right checksum is reused; a ``.part`` left by an interrupted run is resumed. ``warn``
+    gets one line per mirror given up on or connection resumed; every failure is one
+    :class:`DownloadError` line naming each address and what went wrong there."""
     dest = Path(dest)
+    name = dest.name
+    urls = list(dict.fromkeys((url, *mirrors)))
+    for u in urls:
+        if urllib.parse.urlparse(u).scheme.lower() not in _SCHEMES:
+            raise DownloadError(f"{name}: cannot download {u}: only http, https, ftp and file addresses are supported")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and sha256 and sha256_file(dest) == sha256.lower():
         return dest
-    tmp = dest.with_name(dest.name + ".part")
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-            total = resp.headers.get("Content-Length")
-            bar = tqdm(total=int(total) if total and total.isdigit() else None, unit="B", unit_scale=True,
-                       unit_divisor=1024, desc=dest.name, disable=not progress, dynamic_ncols=True)
-            with bar:
-                for block in iter(lambda: resp.read(CHUNK), b""):
-                    h.update(block)
-                    out.write(block)
-                    bar.update(len(block))
-    except (OSError, ValueError) as exc:  # URLError is an OSError
-        tmp.unlink(missing_ok=True)
-        if getattr(exc, "errno", None) == errno.ENOSPC:
-            raise DownloadError(f"no space left on device while downloading {url} into {dest.parent}; free some "
-                                "space and run again") from exc
-        raise DownloadError(f"could not download {url}: {exc}. Check the address and your connection, "
-                            f"or fetch it by hand into {dest.parent}.") from exc
-    digest = h.hexdigest()
-    if sha256 and digest != sha256.lower():
-        tmp.unlink(missing_ok=True)
-        raise DownloadError(
-            f"checksum mismatch for {url}: expected SHA-256 {sha256.lower()}, got {digest}. The file is "
-            "corrupt or not the published one; it was deleted. Try again, or report it if it persists."
-        )
-    os.replace(tmp, dest)
-    return dest
+    partial = _Partial(dest)
+    came_from = partial.load().get("url")
+    if came_from in urls:  # resume where the interrupted download came from
+        urls.remove(came_from)
+        urls.insert(0, came_from)
+    if size is not None:
+        check_free_space(dest.parent, size - partial.resumable_bytes(urls[0])[0], name)
+    failures = []
+    for i, u in enumerate(urls):
+        try:
+            digest = _fetch_one(u, partial, name=name, size=size, progress=progress, timeout=timeout,
+                                resumes=resumes, warn=warn)
+            got = partial.path.stat().st_size
+            if size is not None and got != size:
+                partial.discard()
+                raise _Failed(f"got {got:,} bytes, not the {size:,} published; deleted")
+            if sha256 and digest != sha256.lower():
+                partial.discard()
+                raise _Failed(f"checksum mismatch: expected SHA-256 {sha256.lower()}, got {digest}; the file is "
+                              "corrupt or not the published one and was deleted")
+        except _Failed as exc:
+            failures.append(f"{u}: {exc}")
+            if i + 1 < len(urls):
+                warn(f"{name}: {exc}; trying the next mirror, {host_of(urls[i + 1])}")
+            continue
+        os.replace(partial.path, dest)
+        partial.record.unlink(missing_ok=True)
+        return dest
+    kept = " (the partial download is kept: it resumes)" if partial.path.exists() else ""
+    raise DownloadError(f"could not download {name}: {'; '.join(failures)}. Run again later{kept}, or fetch it by "
+                        f"hand into {dest.parent}")
 
 
 # -- safe extraction -------------------------------------------------------------------------------
@@ -498,9 +764,11 @@ def _merge_into(src: Path, dest: Path) -> None:
 
 def download_dataset(dataset, *, keep_archives: bool = False, progress: bool = True,
                      warn: Callable[[str], None] = print, fetch_fn=fetch, max_bytes: int | None = None,
-                     max_entries: int | None = None) -> Path:
+                     max_entries: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Download and unpack every file the data set declares (``dataset.downloads``) into its folder.
-    ``max_bytes`` / ``max_entries`` cap each archive (inner ones too), as in :func:`extract_archive`."""
+    ``max_bytes`` / ``max_entries`` cap each archive (inner ones too), as in :func:`extract_archive`.
+    ``fetch_fn`` is called as :func:`fetch`; one other than ``fetch`` gets ``mirrors=`` and ``size=``
+    only for files that have them, so a simple stand-in ``(url, dest, sha256, progress)`` works."""
     downloads = list(getattr(dataset, "downloads", None) or [])
     if dataset.root is None:
         raise DownloadError(f"data set {dataset.name!r} needs no files (it is bundled)")
@@ -513,8 +781,13 @@ def download_dataset(dataset, *, keep_archives: bool = False, progress: bool = T
     cache = root.parent / ".downloads" / dataset.name
     for d in downloads:
         if not d.sha256:
-            warn(f"warning: {d.name}: no published SHA-256 is pinned for {d.url}; the file is not verified")
-        path = fetch_fn(d.url, cache / d.name, d.sha256, progress=progress)
+            checked = f"only its size ({d.size:,} bytes) is checked" if d.size else "the file is not verified"
+            warn(f"warning: {d.name}: no published SHA-256 is pinned for {d.url}; {checked}")
+        if fetch_fn is fetch:
+            extra = {"mirrors": d.mirrors, "size": d.size, "warn": warn, "timeout": timeout}
+        else:
+            extra = {k: v for k, v in (("mirrors", d.mirrors), ("size", d.size)) if v}
+        path = fetch_fn(d.url, cache / d.name, d.sha256, progress=progress, **extra)
         target = root / d.subdir if d.subdir else root
         if d.is_archive:
             extract_archive(path, target, max_bytes=max_bytes, max_entries=max_entries)

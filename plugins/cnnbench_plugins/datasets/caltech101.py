@@ -63,7 +63,9 @@ class Caltech101(Dataset):
     description = "Caltech-101: seeded 30 train / up to 50 test per class, mean over seeds; background optional"
     url = "https://data.caltech.edu/records/mzrjq-6wc02"
     layout = "  101_ObjectCategories/<class>/image_0001.jpg ...  (101 classes + BACKGROUND_Google)"
-    # the zip holds caltech-101/101_ObjectCategories.tar.gz, unpacked in turn (images_root finds it there)
+    # the zip holds caltech-101/101_ObjectCategories.tar.gz, unpacked in turn (images_root finds it there).
+    # The authors' Caltech DATA record; only an MD5 of the zip is published (3138e192…, in R's torchvision
+    # package, caltech101_dataset), no SHA-256, so it is not pinned.
     downloads = (Download("https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip", None,
                           inner=("caltech-101/101_ObjectCategories.tar.gz",)),)
 

@@ -47,7 +47,11 @@ class CUB200(Dataset):
     layout = ("  CUB_200_2011/images.txt, image_class_labels.txt, classes.txt,\n"
               "  CUB_200_2011/train_test_split.txt, bounding_boxes.txt\n"
               "  CUB_200_2011/images/001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg ...")
-    downloads = (Download("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", None),)
+    # The authors' Caltech DATA record 65de6-vp158 (linked from the url above). SHA-256 and size of
+    # CUB_200_2011.tgz as published in TensorFlow Datasets' url_checksums/caltech_birds2011.txt and
+    # torchvision's prototype/datasets/_builtin/cub200.py (both fetch it from a Google Drive copy).
+    downloads = (Download("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+                          "0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081", size=1_150_585_339),)
 
     Options = CUB200Options
 

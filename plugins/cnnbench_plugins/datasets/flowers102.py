@@ -60,11 +60,15 @@ class Flowers102(Dataset):
     description = "Oxford 102 flowers: official trnid/valid/tstid (1020/1020/6149); mean class accuracy"
     url = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
     layout = "  jpg/image_00001.jpg ... jpg/image_08189.jpg\n  imagelabels.mat  (labels)\n  setid.mat        (trnid, valid, tstid)"
-    # SHA-256 as published in TensorFlow Datasets' url_checksums/oxford_flowers102.txt.
+    # URL, SHA-256 and size as published in TensorFlow Datasets' url_checksums/oxford_flowers102.txt
+    # (the same host; no mirror is published).
     downloads = (
-        Download(_HOST + "102flowers.tgz", "2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246"),
-        Download(_HOST + "imagelabels.mat", "4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d"),
-        Download(_HOST + "setid.mat", "46b8678f91fd95d3c8f4feab80d271a6c834a1dd896fe29fd3e6ad9ce5c8dccd"),
+        Download(_HOST + "102flowers.tgz", "2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246",
+                 size=344_862_509),
+        Download(_HOST + "imagelabels.mat", "4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d",
+                 size=502),
+        Download(_HOST + "setid.mat", "46b8678f91fd95d3c8f4feab80d271a6c834a1dd896fe29fd3e6ad9ce5c8dccd",
+                 size=14_989),
     )
 
     Options = Flowers102Options

@@ -60,11 +60,17 @@ class H3DAttributes(Dataset):
     folder = "h3d-attributes"
     box_scale = 1.5  # the paper crops the given box enlarged by 150 %
     description = "Poselets attributes (Bourdev et al. 2011): 4013 train / 4022 test people, 9 attributes; mAP"
-    url = "http://www.cs.berkeley.edu/~lbourdev/poselets/ (the authors' page; the archive is attributes_dataset.tgz)"
+    url = ("https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/shape/poselets/ (the poselets project; the "
+           "archive is attributes_dataset.tgz)")
     layout = ("  train/labels.txt, train/<image>.jpg ...\n"
               "  test/labels.txt, test/<image>.jpg ...\n"
               "  labels.txt line: <image> x y w h <9 values 1/-1/0>")
-    downloads = (Download("http://www.cs.berkeley.edu/~lbourdev/poselets/attributes_dataset.tgz", None),)
+    # Berkeley's poselets project folder, where other projects fetch the archive (e.g. the READMEs of
+    # ankurgupta7/fast-rcnn-attributes and of arXiv 2202.04136's code), then the authors' old page.
+    # No checksum or size is published.
+    downloads = (Download("https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/shape/poselets/"
+                          "attributes_dataset.tgz", None,
+                          mirrors=("http://www.cs.berkeley.edu/~lbourdev/poselets/attributes_dataset.tgz",)),)
 
     Options = H3DAttributesOptions
 

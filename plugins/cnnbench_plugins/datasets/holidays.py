@@ -38,9 +38,14 @@ class Holidays(RetrievalDataset):
     description = "INRIA Holidays (Jégou et al. 2008): 1491 images, 500 groups, NNNN00 is the query; mAP"
     url = "https://lear.inrialpes.fr/people/jegou/data.php"
     layout = "  jpg/100000.jpg, jpg/100001.jpg, ... (query 100000 = first image of group 1000)"
+    # INRIA's FTP, as the authors' data page gives it (reported unstable, and FTP cannot resume here),
+    # then INRIA's HTTP copy that other scripts fetch (pascal.inrialpes.fr/data/holidays/). No checksum
+    # or size is published.
     downloads = (
-        Download("ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg1.tar.gz", None),
-        Download("ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg2.tar.gz", None),
+        Download("ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg1.tar.gz", None,
+                 mirrors=("http://pascal.inrialpes.fr/data/holidays/jpg1.tar.gz",)),
+        Download("ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg2.tar.gz", None,
+                 mirrors=("http://pascal.inrialpes.fr/data/holidays/jpg2.tar.gz",)),
     )
 
     def required_paths(self):

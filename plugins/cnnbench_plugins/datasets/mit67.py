@@ -32,6 +32,7 @@ class MIT67(Dataset):
     url = "https://web.mit.edu/torralba/www/indoor.html"
     layout = ("  Images/<class>/<image>.jpg ...   (indoorCVPR_09.tar)\n"
               "  TrainImages.txt, TestImages.txt  (one '<class>/<image>' per line)")
+    # As the authors' page (the url above) links them; no checksum or size is published, no mirror.
     downloads = (
         Download("http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar", None),
         Download("https://web.mit.edu/torralba/www/TrainImages.txt", None),

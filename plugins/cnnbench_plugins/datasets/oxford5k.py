@@ -27,6 +27,8 @@ class Oxford5k(OxfordStyleRetrieval):
     url = "https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/"
     layout = ("  jpg/all_souls_000000.jpg ... (5062 images, from oxbuild_images-v1.tgz)\n"
               "  gt/all_souls_1_query.txt, gt/all_souls_1_good.txt, _ok.txt, _junk.txt ... (gt_files_170407.tgz)")
+    # VGG's page; the face-blurred -v1 images, as revisitop's python/download.py fetches them since
+    # June 2022. No checksum or size is published, no mirror.
     downloads = (
         Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz", None, subdir="jpg"),
         Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/gt_files_170407.tgz", None, subdir="gt"),

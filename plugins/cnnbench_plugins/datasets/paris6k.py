@@ -29,6 +29,8 @@ class Paris6k(OxfordStyleRetrieval):
     layout = ("  jpg/paris/<landmark>/paris_<landmark>_000000.jpg ... (paris_1-v1.tgz, paris_2-v1.tgz)\n"
               "  gt/defense_1_query.txt, gt/defense_1_good.txt, _ok.txt, _junk.txt ... (paris_120310.tgz)")
     query_prefixes = ("oxc1_",)  # Paris query files name the image directly (paris_...)
+    # VGG's page; the face-blurred -v1 images, as revisitop's python/download.py fetches them. No
+    # checksum or size is published, no mirror.
     downloads = (
         Download("https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_1-v1.tgz", None, subdir="jpg"),
         Download("https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_2-v1.tgz", None, subdir="jpg"),

@@ -225,12 +225,14 @@ class ROxford5k(RevisitedRetrieval):
     folder = "roxford5k"
     gnd_name = "gnd_roxford5k.pkl"
     description = "Revisited Oxford (Radenović et al. 2018): 4993 images, 70 cropped queries; Easy/Medium/Hard mAP, mP@k"
-    url = ("images: http://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images.tgz, ground truth: "
+    url = ("images: https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz, ground truth: "
            "http://cmp.felk.cvut.cz/revisitop/data/datasets/roxford5k/gnd_roxford5k.pkl")
-    layout = ("  jpg/all_souls_000000.jpg ... (oxbuild_images.tgz, unpacked flat)\n"
+    layout = ("  jpg/all_souls_000000.jpg ... (oxbuild_images-v1.tgz, unpacked flat)\n"
               "  gnd_roxford5k.pkl (revisitop's ground truth: imlist, qimlist, gnd)")
+    # As revisitop's python/download.py fetches them (commit bc5c086): the face-blurred -v1 images it
+    # switched to in June 2022, and its ground truth. No checksum or size is published, no mirror.
     downloads = (
-        Download("http://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images.tgz", None, subdir="jpg"),
+        Download("https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz", None, subdir="jpg"),
         Download("http://cmp.felk.cvut.cz/revisitop/data/datasets/roxford5k/gnd_roxford5k.pkl", None),
     )
 
@@ -245,6 +247,7 @@ class RParis6k(RevisitedRetrieval):
     layout = ("  jpg/paris_defense_000000.jpg ... (paris_1-v1.tgz, paris_2-v1.tgz; flat as revisitop unpacks them, or "
               "in their paris/<landmark>/ folders)\n"
               "  gnd_rparis6k.pkl (revisitop's ground truth: imlist, qimlist, gnd)")
+    # As revisitop's python/download.py fetches them (commit bc5c086). No checksum or size is published.
     downloads = (
         Download("https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_1-v1.tgz", None, subdir="jpg"),
         Download("https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_2-v1.tgz", None, subdir="jpg"),

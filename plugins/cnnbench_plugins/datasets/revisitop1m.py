@@ -54,7 +54,8 @@ class Revisitop1M(Dataset):
            f"revisitop1m.{N_ARCHIVES}.tar.gz (images; as revisitop's download.py fetches them)")
     layout = ("  revisitop1m.txt (one image path relative to jpg/ a line)\n"
               "  jpg/... (the 100 archives jpg/revisitop1m.{1..100}.tar.gz unpacked here)")
-    # no checksums are published for these files: None (the download is still made safely)
+    # As revisitop's python/download.py (download_distractors) fetches them; no checksums are published for
+    # these files: None (the download is still made safely)
     downloads = (Download(f"{URL_BASE}revisitop1m.txt", None),
                  *(Download(f"{URL_BASE}jpg/revisitop1m.{k}.tar.gz", None, subdir="jpg") for k in range(1, N_ARCHIVES + 1)))
 

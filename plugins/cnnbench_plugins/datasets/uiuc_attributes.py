@@ -55,10 +55,17 @@ class UIUCAttributes(Dataset):
     layout = ("  attribute_data/apascal_train.txt, apascal_test.txt, ayahoo_test.txt, attribute_names.txt\n"
               "  VOCdevkit/VOC2008/JPEGImages/2008_000008.jpg ...   (VOC 2008 trainval, aPascal images)\n"
               "  ayahoo_test_images/<image>.jpg ...                 (aYahoo images, only for test_set=ayahoo)")
+    # The authors' page (other projects fetch the two archives over http://, kept as the fallback
+    # should the old server's TLS fail); no checksum is published for them. VOC 2008 trainval from the
+    # official host, SHA-256 as published in torchvision's prototype/datasets/_builtin/voc.py
+    # (_TRAIN_VAL_ARCHIVES["2008"]); no size is published.
     downloads = (
-        Download("https://vision.cs.uiuc.edu/attributes/attribute_data.tar.gz", None),
-        Download("https://vision.cs.uiuc.edu/attributes/ayahoo_test_images.tar.gz", None),
-        Download("http://host.robots.ox.ac.uk/pascal/VOC/voc2008/VOCtrainval_14-Jul-2008.tar", None),
+        Download("https://vision.cs.uiuc.edu/attributes/attribute_data.tar.gz", None,
+                 mirrors=("http://vision.cs.uiuc.edu/attributes/attribute_data.tar.gz",)),
+        Download("https://vision.cs.uiuc.edu/attributes/ayahoo_test_images.tar.gz", None,
+                 mirrors=("http://vision.cs.uiuc.edu/attributes/ayahoo_test_images.tar.gz",)),
+        Download("http://host.robots.ox.ac.uk/pascal/VOC/voc2008/VOCtrainval_14-Jul-2008.tar",
+                 "7f0ca53c1b5a838fbe946965fc106c6e86832183240af5c88e3f6c306318d42e"),
     )
 
     Options = UIUCAttributesOptions

@@ -36,7 +36,11 @@ class UKBench(RetrievalDataset):
     description = "UKBench (Nistér & Stewénius 2006): 2550 objects x 4 images; every image queries; top-4 score"
     url = "https://vis.uky.edu/~stewe/ukbench/ (the authors' page; mirrors exist if it is offline)"
     layout = "  full/ukbench00000.jpg ... full/ukbench10199.jpg (groups of 4 consecutive images)"
-    downloads = (Download("https://vis.uky.edu/~stewe/ukbench/ukbench.zip", None),)
+    # The authors' server is often offline: the Internet Archive's copy (archive.org/details/ukbench,
+    # which newer code fetches, e.g. iscc-bench's ukbench reader) first, then the authors' page. No
+    # checksum or size is published.
+    downloads = (Download("https://archive.org/download/ukbench/ukbench.zip", None,
+                          mirrors=("http://vis.uky.edu/~stewe/ukbench/ukbench.zip",)),)
 
     def required_paths(self):
         return [self.root / "full"]

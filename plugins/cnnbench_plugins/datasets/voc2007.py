@@ -26,9 +26,11 @@ CLASSES = [
     "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]
 
-# Published SHA-256 of the official tars (TensorFlow Datasets' url_checksums/voc.txt, which fetches the
-# byte-identical pjreddie.com mirror of host.robots.ox.ac.uk's files).
+# The official host (torchvision's datasets/voc.py and prototype/datasets/_builtin/voc.py fetch from it),
+# then the pjreddie.com mirror that TensorFlow Datasets fetches (url_checksums/voc.txt); SHA-256 and
+# size as published there and in torchvision's prototype voc.py (same bytes on both hosts).
 _VOC_HOST = "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/"
+_VOC_MIRROR = "http://pjreddie.com/media/files/"
 
 
 @hookimpl
@@ -49,9 +51,11 @@ class VOC2007(Dataset):
               "  VOCdevkit/VOC2007/JPEGImages/000001.jpg ...")
     downloads = (
         Download(_VOC_HOST + "VOCtrainval_06-Nov-2007.tar",
-                 "7d8cd951101b0957ddfd7a530bdc8a94f06121cfc1e511bb5937e973020c7508"),
+                 "7d8cd951101b0957ddfd7a530bdc8a94f06121cfc1e511bb5937e973020c7508",
+                 mirrors=(_VOC_MIRROR + "VOCtrainval_06-Nov-2007.tar",), size=460_032_000),
         Download(_VOC_HOST + "VOCtest_06-Nov-2007.tar",
-                 "6836888e2e01dca84577a849d339fa4f73e1e4f135d312430c4856b5609b4892"),
+                 "6836888e2e01dca84577a849d339fa4f73e1e4f135d312430c4856b5609b4892",
+                 mirrors=(_VOC_MIRROR + "VOCtest_06-Nov-2007.tar",), size=451_020_800),
     )
 
     Options = DatasetOptions  # the official trainval/test split: nothing to choose but where it lives
