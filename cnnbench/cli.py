@@ -366,7 +366,11 @@ def _list_datasets(ctx: Ctx, data_root: str | None) -> None:
     for col in ("name", "task", "present", "download from", "pinned", "path", "description"):
         t.add_column(col)
     for name in plugins.names("dataset"):
-        reg, _ = plugins.lookup("dataset", name)
+        reg, _ = plugins.lookup("dataset", name.removesuffix("<name>") + "x" if name.endswith("<name>") else name)
+        if reg.prefix:  # a family (hf:, wds:): one row naming how to give a member, nothing built
+            t.add_row(name, "any", "-", "see its url", "-", f"`cnnbench plugins {name}` lists its options",
+                      reg.description)
+            continue
         try:
             ds = ctx.dataset(name, data_root)
             present = "yes" if ds.present() else "no"
