@@ -331,12 +331,14 @@ _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:=@-]*")
 
 
 def folder_name(name: str) -> str:
-    """A data set's name as one folder name (``features/<backbone>/<here>/``, ``metrics/…``): the name
-    itself when it is one already (every named data set, ``wds:wds_voc2007``: so dvc.yaml's
-    ``${item.dataset}`` paths stay right), else, for a name that holds a path or a URL
-    (``wds:/data/voc``, ``hf:user/set``), its characters outside letters, digits and ``._+:=@-`` as
-    ``_``, then ``-`` and 8 hex of the name's SHA-256, so two names never share a folder."""
-    if _FOLDER_NAME.fullmatch(name) and ".." not in name:
+    """A data set's name as a folder (``features/<backbone>/<here>/``, ``metrics/…``): the name itself
+    when it is one already (every named data set, ``wds:wds_voc2007``), or two nested folders for a
+    ``<namespace>/<name>`` name (``hf:user/set``: a hub repo), so that dvc.yaml's ``${item.dataset}``
+    paths stay right; else, for a name that holds a path or a URL (``wds:/data/voc``), its characters
+    outside letters, digits and ``._+:=@-`` as ``_``, then ``-`` and 8 hex of the name's SHA-256, so
+    two names never share a folder."""
+    parts = name.split("/")
+    if len(parts) <= 2 and all(_FOLDER_NAME.fullmatch(p) and ".." not in p for p in parts):
         return name
     slug = re.sub(r"[^A-Za-z0-9._+:=@-]+", "_", name).strip("._")[:64]
     return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
