@@ -234,3 +234,18 @@ def per_class_option(dataset: str, key: str, value, *, rest: bool) -> int:
     if n is None or n == 0:
         raise UserError(f"{dataset}: {key}: {value!r} is not allowed; expected {allowed} (images per class)")
     return n
+
+
+def seeds(name: str, value) -> tuple[int, ...]:
+    """:func:`seeds_option` as a declared option's ``check=`` (``name`` is ``"<data set>: seeds"``)."""
+    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
+
+
+def train_per_class(name: str, value) -> int:
+    """:func:`per_class_option` as a ``check=``: training images per class."""
+    return per_class_option(*name.rsplit(": ", 1), value, rest=False)
+
+
+def test_per_class(name: str, value) -> int:
+    """:func:`per_class_option` as a ``check=``: test images per class, -1 for all the remaining ones."""
+    return per_class_option(*name.rsplit(": ", 1), value, rest=True)

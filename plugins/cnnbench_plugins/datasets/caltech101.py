@@ -19,7 +19,8 @@ from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, class_folders
 from cnnbench.download import Download
 from cnnbench.errors import CnnbenchError, UserError
 
-from ._common import per_class_option, require_images, seeds_option
+from . import _common
+from ._common import require_images
 
 
 BACKGROUND = "BACKGROUND_Google"
@@ -30,27 +31,14 @@ def register_datasets(register):
     register("caltech101", Caltech101, description="Caltech-101, 30 train / up to 50 test per class, seeded; mean class accuracy")
 
 
-def _seeds(name: str, value) -> tuple[int, ...]:
-    """:func:`seeds_option` as a ``check=`` (``name`` is ``"caltech101: seeds"``)."""
-    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
-
-
-def _train_per_class(name: str, value) -> int:
-    return per_class_option(*name.rsplit(": ", 1), value, rest=False)
-
-
-def _test_per_class(name: str, value) -> int:
-    return per_class_option(*name.rsplit(": ", 1), value, rest=True)
-
-
 @dataclass(frozen=True)
 class Caltech101Options(DatasetOptions):
     """The seeded per-class split; the defaults are DeCAF's setting."""
 
-    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_train_per_class)
+    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_common.train_per_class)
     test_per_class: int = O.option(50, "test images per class, at most, from the rest (-1: all the rest)",
-                                   check=_test_per_class)
-    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_seeds)
+                                   check=_common.test_per_class)
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_common.seeds)
     background: bool = O.option(False, "keep BACKGROUND_Google as a 102nd class")
 
 

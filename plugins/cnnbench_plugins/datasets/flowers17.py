@@ -18,7 +18,7 @@ from cnnbench import hookimpl
 from cnnbench import options as O
 from cnnbench.dataset import Dataset, DatasetOptions, Item, Trial, seeded_per_class_split
 
-from ._common import seeds_option
+from . import _common
 
 CLASSES = [
     "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
@@ -32,16 +32,11 @@ def register_datasets(register):
     register("flowers17", Flowers17, description="Oxford Flowers-17, 17 classes x 80; seeded 40/20/20 splits")
 
 
-def _seeds(name: str, value) -> tuple[int, ...]:
-    """:func:`seeds_option` as a ``check=`` (``name`` is ``"flowers17: seeds"``)."""
-    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
-
-
 @dataclass(frozen=True)
 class Flowers17Options(DatasetOptions):
     """Which seeded 40/20/20 splits, and what the classifier is fitted on."""
 
-    seeds: tuple[int, ...] = O.option((0, 1, 2), "one seeded split per seed (distinct integers >= 0)", check=_seeds)
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one seeded split per seed (distinct integers >= 0)", check=_common.seeds)
     train_on: Literal["train", "trainval"] = O.option("trainval", "fit on the 40 training images per class, or on "
                                                                   "train + val (60)")
 

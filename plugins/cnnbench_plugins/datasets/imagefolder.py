@@ -18,25 +18,12 @@ from cnnbench.dataset import (IMAGE_EXTENSIONS, Dataset, DatasetOptions, Item, T
                               seeded_per_class_split)
 from cnnbench.errors import CnnbenchError, UserError
 
-from ._common import per_class_option, seeds_option
+from . import _common
 
 
 @hookimpl
 def register_datasets(register):
     register("imagefolder", ImageFolder, description="a folder of class folders (optional train/ and test/)")
-
-
-def _seeds(name: str, value) -> tuple[int, ...]:
-    """:func:`seeds_option` as a ``check=`` (``name`` is ``"imagefolder: seeds"``)."""
-    return tuple(seeds_option(name.rsplit(": ", 1)[0], value))
-
-
-def _train_per_class(name: str, value) -> int:
-    return per_class_option(*name.rsplit(": ", 1), value, rest=False)
-
-
-def _test_per_class(name: str, value) -> int:
-    return per_class_option(*name.rsplit(": ", 1), value, rest=True)
 
 
 def _name(name: str, value) -> str:
@@ -51,10 +38,10 @@ def _name(name: str, value) -> str:
 class ImageFolderOptions(DatasetOptions):
     """The seeded per-class split of a folder without train/ and test/ (ignored with them), and its name."""
 
-    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_train_per_class)
+    train_per_class: int = O.option(30, "training images drawn per class and seed", check=_common.train_per_class)
     test_per_class: int = O.option(-1, "test images per class, at most, from the rest (-1: all the rest)",
-                                   check=_test_per_class)
-    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_seeds)
+                                   check=_common.test_per_class)
+    seeds: tuple[int, ...] = O.option((0, 1, 2), "one trial per seed (distinct integers >= 0)", check=_common.seeds)
     name: str | None = O.option(None, "the data set's name, for its feature folder (default: imagefolder)",
                                 check=_name, record=False)
 
