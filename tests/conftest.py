@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnbench import plugins
+from cnnbench import hookimpl, plugins
 from cnnbench.backbone import Backbone, Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,14 @@ def tiny_backbone() -> Backbone:
 @pytest.fixture
 def tiny() -> Backbone:
     return tiny_backbone()
+
+
+class TinyPlugin:
+    """The tiny backbone as an in-process plugin (``plugins.register_plugin(TinyPlugin(), name=...)``)."""
+
+    @hookimpl
+    def register_backbones(self, register):
+        register("tiny", lambda **kw: tiny_backbone())
 
 
 def write_image(path: Path, seed: int, size=(40, 30), mode="RGB") -> Path:

@@ -20,12 +20,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnbench import hookimpl, plugins, store
+from cnnbench import plugins, store
 from cnnbench.cli import main
 from cnnbench.dataset import EncodedImage, folder_name
 from cnnbench.errors import CnnbenchError, MissingDataError, UserError
 
-from conftest import tiny_backbone
+from conftest import TinyPlugin
 
 CLASSES = ("red", "green", "blue")
 TAGS = ("warm", "cool", "natural")  # red: warm; green: cool, natural; blue: cool
@@ -107,12 +107,6 @@ def fabricate_hub_snapshot(cache: Path, repo: str, folder: Path, commit: str = S
     return snapshot
 
 
-class _Tiny:
-    @hookimpl
-    def register_backbones(self, register):
-        register("tiny", lambda **kw: tiny_backbone())
-
-
 @pytest.fixture
 def hf_home(tmp_path, monkeypatch):
     """Empty Hugging Face caches under tmp_path, offline (as the libraries read them: at call time)."""
@@ -131,7 +125,7 @@ def hf_home(tmp_path, monkeypatch):
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, hf_home):
     monkeypatch.chdir(tmp_path)
-    plugins.register_plugin(_Tiny(), name="tiny-hf-test")
+    plugins.register_plugin(TinyPlugin(), name="tiny-hf-test")
     return tmp_path
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cnnbench import hookimpl, plugins
+from cnnbench import plugins
 from cnnbench import params as P
 from cnnbench import recipes as R
 from cnnbench.cli import Ctx, main
@@ -17,19 +17,13 @@ from cnnbench.errors import UserError
 from cnnbench.evaluate import evaluate, read_results, write_results
 from cnnbench.jsonio import ResultError
 
-from conftest import tiny_backbone
-
-
-class _Tiny:
-    @hookimpl
-    def register_backbones(self, register):
-        register("tiny", lambda **kw: tiny_backbone())
+from conftest import TinyPlugin
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """The tiny backbone registered in-process, the working folder ``tmp_path`` (no params.yaml)."""
-    plugins.register_plugin(_Tiny(), name="tiny-plugin")
+    plugins.register_plugin(TinyPlugin(), name="tiny-plugin")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -17,14 +17,14 @@ import webdataset as wds
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnbench import hookimpl, plugins, store
+from cnnbench import plugins, store
 from cnnbench.cli import main
 from cnnbench.dataset import folder_name
 from cnnbench.errors import CnnbenchError
 from cnnbench.extract import extract_split
 from cnnbench.settings import ExtractSettings
 
-from conftest import tiny_backbone
+from conftest import TinyPlugin, tiny_backbone
 
 CLASSES = ("red", "green", "blue")
 PER_SHARD = 6  # samples per shard: two shards per split, 12 images, 4 per class
@@ -73,16 +73,10 @@ def write_set(root: Path, *, image_key: str = "webp", drop_image: str | None = N
     return root
 
 
-class _Tiny:
-    @hookimpl
-    def register_backbones(self, register):
-        register("tiny", lambda **kw: tiny_backbone())
-
-
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    plugins.register_plugin(_Tiny(), name="tiny-wds-test")
+    plugins.register_plugin(TinyPlugin(), name="tiny-wds-test")
     return tmp_path
 
 
