@@ -83,7 +83,7 @@ def test_missing_files_name_the_layout_and_where_to_get_them(tmp_path):
     with pytest.raises(MissingDataError) as err:
         ds.items("database")
     msg = str(err.value)
-    assert "gnd_roxford5k.pkl" in msg and "oxbuild_images.tgz" in msg
+    assert "gnd_roxford5k.pkl" in msg and "oxbuild_images-v1.tgz" in msg  # the face-blurred images revisitop uses since 2022
     assert "http://cmp.felk.cvut.cz/revisitop/data/datasets/roxford5k/gnd_roxford5k.pkl" in msg
     write_revisitop(tmp_path)
     (tmp_path / "roxford5k/jpg" / f"{DB[3]}.jpg").unlink()
