@@ -1,8 +1,11 @@
-"""Checking option values that come from the user (flags, ``params.yaml``, ``-D/-B/-H key=value``).
+"""Options from the user (flags, ``params.yaml``, ``-D/-B/-H key=value``): declared once, checked alike.
 
-Each check returns the value in its proper type or raises :class:`~cnnbench.errors.UserError`
-naming the option, the value given, what is allowed and what to do. Plugins use these too (they
-are part of the plugin surface), so a bad option reads the same whichever plugin it reaches.
+A plugin declares its options as one :class:`Options` dataclass of :func:`option` fields (name,
+type, default, bounds or allowed values, one line of help); :meth:`Options.parse` checks what the
+user gave against it. The checks underneath (:func:`as_int`, :func:`as_float`, :func:`one_of` …)
+return the value in its proper type or raise :class:`~cnnbench.errors.UserError` naming the option,
+the value given, what is allowed and what to do. Plugins use these too (they are part of the plugin
+surface), so a bad option reads the same whichever plugin it reaches.
 """
 
 from __future__ import annotations
@@ -203,9 +206,6 @@ def unknown_keys(name: str, given: Iterable[str], known: Sequence[str]) -> None:
 # check of a given value, "did you mean" for an unknown key, ``cnnbench plugins NAME``, the resolved
 # options in the run record and the feature signature, and the docs' option tables.
 
-_UNSET = object()
-
-
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
            min_exclusive: bool = False, choices: Sequence[Any] | None = None, length: int | None = None,
            min_len: int = 1, check: Callable[[str, Any], Any] | None = None, fix: str = "",
@@ -244,7 +244,7 @@ def _type_text(tp: Any) -> str:
         return "None"
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
-        return "str"
+        return " | ".join(dict.fromkeys("None" if a is None else type(a).__name__ for a in args))
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_text(a) for a in args)
     if origin is tuple:
@@ -314,10 +314,6 @@ class Options:
     several options together (it may return a changed copy, :func:`dataclasses.replace`)."""
 
     @classmethod
-    def declared(cls) -> list[dataclasses.Field]:
-        return list(dataclasses.fields(cls))
-
-    @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
@@ -374,10 +370,6 @@ class Options:
                 allowed = _range(meta.get("min"), meta.get("max"), number, meta.get("min_exclusive", False)).strip()
             out.append(OptionInfo(f.name, _type_text(tp), plain(cls.default(f.name)), allowed, meta.get("help", "")))
         return out
-
-
-class NoOptions(Options):
-    """A plugin without options: any key is refused."""
 
 
 def as_path(name: str, value: Any) -> str:
