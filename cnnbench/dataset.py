@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -30,15 +30,22 @@ TASKS = ("multiclass", "multilabel", "retrieval")
 
 @dataclass(frozen=True)
 class EncodedImage:
-    """An image file's bytes held in memory (a Hugging Face parquet cell, a WebDataset sample),
-    decoded by the same decoder as a file; ``name`` says where it came from in messages
-    (``hf:user/set@rev train[12]``)."""
+    """An image file's bytes (a Hugging Face parquet cell, a WebDataset sample), decoded by the same
+    decoder as a file; ``name`` says where it came from in messages (``hf:user/set@rev train[12]``).
+    ``load``: a picklable callable that reads the bytes when the image is decoded, so a split of a
+    large set is never held in memory at once (``data`` is then unused); ``source``: the file it
+    reads them from, which every machine that decodes must see (a Ray node checks it is there)."""
 
     name: str
-    data: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
+    load: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    source: str | None = None
 
     def __str__(self) -> str:
         return self.name
+
+    def read(self) -> bytes:
+        return self.data if self.load is None else self.load()
 
 
 ImageSource = Union[str, os.PathLike, np.ndarray, EncodedImage]

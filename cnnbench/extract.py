@@ -80,7 +80,11 @@ def source_state(item: Item) -> str:
     if isinstance(item.image, np.ndarray):
         return "in-memory"
     if isinstance(item.image, EncodedImage):
-        return f"{len(item.image.data)}:{hashlib.sha256(item.image.data).hexdigest()}"
+        try:
+            data = item.image.read()
+        except Exception as exc:  # noqa: BLE001 - recorded as unreadable, like a file
+            return f"unreadable:{type(exc).__name__}"
+        return f"{len(data)}:{hashlib.sha256(data).hexdigest()}"
     path = Path(os.fspath(item.image))
     try:
         from .download import sha256_file

@@ -81,6 +81,11 @@ def load_image(source: ImageSource, draft_size: int | None = None, *, max_pixels
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
     encoded = source if isinstance(source, EncodedImage) else None
+    if encoded is not None and encoded.load is not None:  # read now, once: the checks below look at the bytes
+        try:
+            encoded = EncodedImage(encoded.name, encoded.read())
+        except Exception as exc:  # noqa: BLE001 - any failure to read one image skips that image only
+            raise ImageDecodeError(f"{encoded.name}: its bytes could not be read: {type(exc).__name__}: {exc}") from exc
     path = Path(os.fspath(source)) if encoded is None else source.name  # what messages name
     if encoded is not None and not encoded.data:  # a sample or row without an image: its name says why
         raise ImageDecodeError(f"{path}: no image data")

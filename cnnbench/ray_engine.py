@@ -214,13 +214,14 @@ def _check_visible(items: Sequence[Item]) -> None:
     """The driver listed these files, so one missing here means this node does not see the data root
     (it is not shared): an error, not a skipped image, or a cluster would write a file of skips."""
     for item in items:
-        if isinstance(item.image, (str, os.PathLike)) and not os.path.exists(item.image):
+        path = item.image if isinstance(item.image, (str, os.PathLike)) else getattr(item.image, "source", None)
+        if path is not None and not os.path.exists(path):
             import socket
 
             raise FileNotFoundError(
-                f"{os.fspath(item.image)} is not visible on Ray node {socket.gethostname()}, though the driver "
-                "listed it: every node must see the data root at the same path (a shared file system; README: "
-                "On a cluster)")
+                f"{os.fspath(path)} is not visible on Ray node {socket.gethostname()}, though the driver "
+                "listed it: every node must see the data root (and the Hugging Face cache) at the same path "
+                "(a shared file system; README: On a cluster)")
 
 
 class _ModelWorker:

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -340,8 +341,12 @@ def test_changed_data_changes_the_fingerprint_and_a_copied_folder_does_not(tmp_p
 def test_images_are_handed_over_as_their_stored_bytes(tmp_path, hf_home):
     folder = write_set(tmp_path / "set")
     [first, second, *_] = plugins.create("dataset", f"hf:{folder}").items("test")
-    assert isinstance(first.image, EncodedImage) and first.image.data == picture(0, 100, "PNG")
-    assert second.image.data == picture(1, 101, "JPEG") and str(second.image) == f"hf:{folder} test[1]"
+    assert isinstance(first.image, EncodedImage) and first.image.read() == picture(0, 100, "PNG")
+    assert second.image.read() == picture(1, 101, "JPEG") and str(second.image) == f"hf:{folder} test[1]"
+    # read when decoded, from the memory-mapped Arrow files: an item holds a reference, not the bytes,
+    # and travels to another process (a Ray worker) as one
+    assert first.image.data == b"" and first.image.load is not None
+    assert pickle.loads(pickle.dumps(second)).image.read() == picture(1, 101, "JPEG")
 
 
 # -- what a user gets wrong: one line each, nothing written ---------------------------------------------

@@ -58,6 +58,7 @@ a ``touch`` would re-extract, and a run record would differ from machine to mach
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -545,15 +546,18 @@ class HFDataset(Dataset):
             self._split(split)
 
     def items(self, split: str) -> list[Item]:
-        """The rows with their images: the stored bytes, read now (not kept: one split at a time)."""
+        """The rows with their images: each image's stored bytes are read from the (memory-mapped)
+        Arrow files when it is decoded, so a split is never held in memory at once."""
         self._require_split(split)
         rows, col = self._split(split), self._resolve_schema()["image"]
         items, r = [], 0
         for hub_split, ds in self._datasets()[split]:
-            for data in _image_bytes(ds, col):
+            view = ds.with_format("arrow").select_columns([col])
+            source = next((f["filename"] for f in ds.cache_files), None)  # the Arrow file it is read from
+            for row, size in enumerate(_image_sizes(ds, col)):
                 where = f"{self.name} {rows.where[r]}"
-                if data:
-                    image = EncodedImage(where, bytes(data))
+                if size:
+                    image = EncodedImage(where, load=functools.partial(_cell_bytes, view, col, row), source=source)
                 elif rows.files[r] is not None:
                     image = rows.files[r]
                 else:  # the decoder skips it, with this reason
@@ -769,14 +773,21 @@ def _column(ds, col: str) -> list:
     return _arrow(ds, col).to_pylist()
 
 
-def _image_bytes(ds, col: str) -> list:
-    """The image cells' stored bytes (``None`` where a cell has none): an ``Image`` column's ``bytes``
-    field, or a binary column."""
+def _image_sizes(ds, col: str) -> list:
+    """The byte count of each image cell (0 or ``None`` where a cell holds no bytes), without reading
+    the bytes: an ``Image`` column's ``bytes`` field, or a binary column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     cells = _arrow(ds, col)
-    return (pc.struct_field(cells, "bytes") if pa.types.is_struct(cells.type) else cells).to_pylist()
+    return pc.binary_length(pc.struct_field(cells, "bytes") if pa.types.is_struct(cells.type) else cells).to_pylist()
+
+
+def _cell_bytes(view, col: str, row: int) -> bytes:
+    """One image cell's stored bytes (``view``: the split as Arrow, that column only), read when the
+    image is decoded."""
+    cell = view[row].column(col)[0].as_py()
+    return bytes(cell["bytes"] if isinstance(cell, dict) else cell)
 
 
 def _image_paths(ds, col: str) -> list:
