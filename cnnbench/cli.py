@@ -494,8 +494,10 @@ def _setting_flags(command):
 @_setting_flags
 @click.option("--overwrite", is_flag=True, help="Extract again even if the file is up to date; discard a partial file.")
 @click.option("--no-progress", is_flag=True)
-@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
-@click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
+              help="A data-set option (`cnnbench plugins DATASET` lists them).")
+@click.option("-B", "--backbone-option", "backbone_opts", multiple=True, metavar="KEY=VALUE",
+              help="A backbone option (`cnnbench plugins BACKBONE` lists them).")
 @pass_ctx
 def extract_cmd(ctx: Ctx, backbone, dataset, recipe, splits, out, weights, data_root, overwrite, no_progress,
                 dataset_opts, backbone_opts, **flags) -> None:
@@ -525,8 +527,10 @@ def extract_cmd(ctx: Ctx, backbone, dataset, recipe, splits, out, weights, data_
 @click.option("--weights", help="Local weights file (used to extract missing features).")
 @click.option("--extract-missing/--no-extract-missing", default=True, show_default=True,
               help="Extract features first when their files are missing.")
-@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
-@click.option("-H", "--head-option", "head_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
+              help="A data-set option (`cnnbench plugins DATASET` lists them).")
+@click.option("-H", "--head-option", "head_opts", multiple=True, metavar="KEY=VALUE",
+              help="A head option, for every head run (`cnnbench plugins HEAD` lists them).")
 @click.option("-E", "--eval-option", "eval_opts", multiple=True, metavar="KEY=VALUE",
               help="Evaluation option over the recipe's: shots=[1,5], shots_trials=5, shots_seed=0, "
                    "distractors=revisitop1m.")
@@ -679,7 +683,8 @@ def compare_cmd(ctx: Ctx, metrics_dir, markdown, csv_path, long_csv, png, baseli
 @click.option("--worst", type=click.IntRange(min=1), help="The N queries with the lowest AP instead.")
 @click.option("--trial", help="Which trial's rankings (default: the first).")
 @click.option("--sheet", is_flag=True, help="One sheet.png with every chosen query instead of one PNG each.")
-@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("-D", "--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
+              help="A data-set option (`cnnbench plugins DATASET` lists them).")
 @pass_ctx
 def show_cmd(ctx: Ctx, backbone, dataset, data_root, metrics_dir, recipe, features_dir, out_dir, queries, query_ids,
              worst, trial, sheet, dataset_opts) -> None:
