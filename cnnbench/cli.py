@@ -365,11 +365,10 @@ def _list_datasets(ctx: Ctx, data_root: str | None) -> None:
     t = Table(title=f"cnnbench data sets (data root: {P.data_root(ctx.params, data_root)})")
     for col in ("name", "task", "present", "download from", "pinned", "path", "description"):
         t.add_column(col)
-    for name in plugins.names("dataset"):
-        reg, _ = plugins.lookup("dataset", name.removesuffix("<name>") + "x" if name.endswith("<name>") else name)
+    for name, reg in sorted(plugins.registry("dataset").items()):
         if reg.prefix:  # a family (hf:, wds:): one row naming how to give a member, nothing built
-            t.add_row(name, "any", "-", "see its url", "-", f"`cnnbench plugins {name}` lists its options",
-                      reg.description)
+            t.add_row(name + "<name>", "any", "-", "see its url", "-",
+                      f"`cnnbench plugins {name}<name>` lists its options", reg.description)
             continue
         try:
             ds = ctx.dataset(name, data_root)
@@ -459,11 +458,12 @@ def _setting_flags(command):
 
     from .settings import ExtractSettings, flag_of
 
+    defaults = ExtractSettings().to_json()
     for f, tp in reversed(ExtractSettings.declared()):
         if f.metadata.get("flag") == "":
             continue
         flag = flag_of(f.name)
-        help_, default = f.metadata["help"], ExtractSettings().to_json()[f.name]
+        help_, default = f.metadata["help"], defaults[f.name]
         if "default" not in help_ and default not in (None, [], ""):
             shown = (", ".join(f"{k}: {v}" for k, v in default.items()) if isinstance(default, dict) else
                      "on" if default is True else "off" if default is False else default)
