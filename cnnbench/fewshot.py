@@ -24,7 +24,6 @@ mean over all draws of all trials, with ``_std`` beside it in the metrics file a
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from dataclasses import dataclass
 
@@ -32,11 +31,11 @@ import numpy as np
 
 from . import options as O
 from .errors import UserError
+from .scores import score_name, split_shots
 
 KEYS = ("shots", "shots_trials", "shots_seed")
 DEFAULT_TRIALS = 5
 MAX_TRIALS = 1000  # draws per k, each a fit of the head: 200x the default, far past where the mean settles
-_SHOT_NAME = re.compile(r"^(?P<metric>.+)@(?P<k>\d+)shot$")
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,13 @@ def parse(where: str, shots=None, shots_trials=None, shots_seed=None) -> FewShot
 
 
 def metric_name(metric: str, k: int) -> str:
-    """``accuracy``, 5 → ``accuracy@5shot``."""
-    return f"{metric}@{k}shot"
+    """``accuracy``, 5 → ``accuracy@5shot`` (:func:`cnnbench.scores.score_name`)."""
+    return score_name(metric, shots=k)
 
 
 def split_metric_name(name: str) -> tuple[str, int] | None:
     """``accuracy@5shot`` → (``accuracy``, 5); None for a name that is not a few-shot metric."""
-    m = _SHOT_NAME.match(name)
-    return (m.group("metric"), int(m.group("k"))) if m else None
+    return split_shots(name)
 
 
 def draw_seed(seed: int, k: int, draw: int, trial: str = "") -> np.random.SeedSequence:

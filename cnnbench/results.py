@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import dataclasses
 from pathlib import Path
 from typing import Iterable
@@ -60,31 +59,7 @@ from .jsonio import (ResultError, atomic_write_text, beside, describe, dumps, fi
                      read_bytes, write_json)
 from .recipes import BUILTIN as BUILTIN_RECIPES
 from .recipes import DEFAULT as DEFAULT_RECIPE
-
-# -- the names of scores, on disk ------------------------------------------------------------------
-# <metric>[@k=<k>][/<class>][@<shots>shot], and <name>_std for its spread over trials: the metrics
-# files are flat (one column per name in `dvc metrics show`), so what a number is of is in its name.
-_SHOTS = re.compile(r"^(?P<rest>.+)@(?P<shots>\d+)shot$")
-_KNN_K = re.compile(r"^(?P<metric>.+)@k=(?P<k>\d+)$")
-
-
-def score_name(metric: str, *, of_class: str | None = None, k: int | None = None, shots: int | None = None) -> str:
-    """The one spelling of a score's name: ``accuracy@k=20``, ``AP/cat``, ``accuracy@5shot``."""
-    name = metric + (f"@k={k}" if k is not None else "") + (f"/{of_class}" if of_class is not None else "")
-    return name + (f"@{shots}shot" if shots is not None else "")
-
-
-def parse_score_name(name: str) -> tuple[str, str | None, int | None, int | None]:
-    """``(metric, of_class, k, shots)`` of a score's name, the inverse of :func:`score_name`."""
-    shots = None
-    hit = _SHOTS.match(name)
-    if hit:
-        name, shots = hit["rest"], int(hit["shots"])
-    base, sep, of_class = name.partition("/")
-    hit = _KNN_K.match(base)
-    metric, k = (hit["metric"], int(hit["k"])) if hit else (base, None)
-    return metric, (of_class if sep else None), k, shots
-
+from .scores import STD_SUFFIX, parse_score_name, score_name, split_shots
 
 @dataclasses.dataclass(frozen=True)
 class Score:
@@ -195,7 +170,6 @@ def as_results(records: Iterable[dict | Result]) -> list[Result]:
 
 
 RUN_SUFFIX = ".run.json"  # metrics/<backbone>/<dataset>/<recipe>/<head>.json -> <head>.run.json beside it
-STD_SUFFIX = "_std"
 UNIT = "unit"  # the run record's key for the size and SHA-256 of the metrics and outcomes files written with it
 MAX_RECORD_BYTES = 64 << 20  # metrics files and run records: cnnbench writes kilobytes (few-shot draws: a few MB)
 # distributions whose version can change the numbers; alternatives name the same package
@@ -368,8 +342,6 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
     text, metrics and spreads numbers, trials and few-shot draws lists of objects whose scores are
     numbers. Else one :class:`~cnnbench.jsonio.ResultError` line naming ``source`` and the field
     (a string score, ``trials: "x"``), so that no reader drops or misreads it without a word."""
-    from .fewshot import split_metric_name
-
     fix = rerun_hint(Path(source), record)
 
     def bad(field: str, value, wanted: str):
@@ -412,7 +384,7 @@ def check_record(record: dict, source: str | os.PathLike) -> dict:
     if fewshot is not None:
         if not isinstance(fewshot, dict):
             raise bad("'fewshot'", fewshot, "an object")
-        bases = {p[0] for p in map(split_metric_name, metrics) if p}
+        bases = {p[0] for p in map(split_shots, metrics) if p}
         scores("fewshot.draws", fewshot.get("draws", []), lambda row: ["shots", *bases])
     provenance = record.get("provenance", {})
     extra = provenance.get("distractors") if isinstance(provenance, dict) else None

@@ -14,19 +14,24 @@ from cnnbench.head import Head, l2_normalize
 from cnnbench.metrics import accuracy, mean_auc, mean_class_accuracy, multilabel_map
 from cnnbench.outcomes import Outcomes
 from cnnbench.retrieval import signed_power
+from cnnbench.scores import score_name
 
 log = logging.getLogger("cnnbench.heads")
 MULTILABEL_METRICS = ("mAP", "mean_auc")
 MULTICLASS_METRICS = ("accuracy", "mean_class_accuracy")
 
 
-def classifier_scores(task: str, dec: np.ndarray, y: np.ndarray, ap: str = "voc07") -> dict[str, float]:
+def classifier_scores(task: str, dec: np.ndarray, y: np.ndarray, ap: str = "voc07",
+                      classes=()) -> dict[str, float]:
     """What the classification heads report from decision values (N, C): mAP (``ap``: voc07 or
-    exact), mean AUC and per-class AP for multi-label sets; accuracy and mean class accuracy else."""
+    exact), mean AUC and per-class AP (``AP/<class>``, by its name in ``classes``, else its index)
+    for multi-label sets; accuracy and mean class accuracy else."""
     if task == "multilabel":
         m, per_class = multilabel_map(dec, y, ap)
         auc, _ = mean_auc(dec, y)
-        return {"mAP": m, "mean_auc": auc, **{f"AP/{i}": float(v) for i, v in enumerate(per_class)}}
+        named = lambda i: classes[i] if i < len(classes) else str(i)  # noqa: E731
+        return {"mAP": m, "mean_auc": auc,
+                **{score_name("AP", of_class=named(i)): float(v) for i, v in enumerate(per_class)}}
     pred = dec.argmax(1)
     return {"accuracy": accuracy(y, pred), "mean_class_accuracy": mean_class_accuracy(y, pred)}
 

@@ -38,6 +38,7 @@ from cnnbench import options as O
 from cnnbench.errors import UserError
 from cnnbench.head import FeatureSet, l2_normalize
 from cnnbench.outcomes import KEY as OUTCOMES
+from cnnbench.scores import score_name
 
 from ._common import (
     MAX_CHUNK,
@@ -60,7 +61,7 @@ def register_heads(register):
 
 def at_k(metric: str, k: int) -> str:
     """The name of ``metric`` at neighbourhood size ``k``."""
-    return f"{metric}@k={k}"
+    return score_name(metric, k=k)
 
 
 def _k(name: str, value) -> int | tuple[int, ...]:
@@ -171,10 +172,9 @@ class KNNHead(ClassifierHead):
         yte = np.asarray(test.labels)
         out: dict[str, float] = {}
         for i, k in enumerate(self.ks):
-            scores = classifier_scores(task, decisions[k], yte, self.ap)
+            scores = classifier_scores(task, decisions[k], yte, self.ap, list(test.classes))
             if i == 0:  # the primary k: plain names, and the per-class breakdown
-                out.update({(f"AP/{test.classes[int(n[3:])]}" if n.startswith("AP/") and int(n[3:]) < len(test.classes)
-                             else n): v for n, v in scores.items()})
+                out.update(scores)
             out.update({at_k(n, k): v for n, v in scores.items() if "/" not in n})
         out[OUTCOMES] = classifier_outcomes(task, decisions[self.ks[0]], yte, test.ids, self.ap)  # the primary k
         return out

@@ -186,10 +186,7 @@ class LogisticRegressionHead(ClassifierHead):
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *, metric: str | None = None) -> dict[str, float]:
         dec, info = self.decision_values(train, test, task, metric=metric)
         yte = np.asarray(test.labels)
-        out = classifier_scores(task, dec, yte, self.ap)
-        if task == "multilabel":
-            out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
-                   for k, v in out.items()}
+        out = classifier_scores(task, dec, yte, self.ap, list(test.classes))
         return {**out, **info, OUTCOMES: classifier_outcomes(task, dec, yte, test.ids, self.ap)}
 
 

@@ -153,10 +153,7 @@ class LinearSVMHead(ClassifierHead):
         model.start(Xtr, ytr)
         model.fit(C)
         dec = self._pool(model.decision(Xte))
-        out = classifier_scores(task, dec, yte, self.ap)
-        if task == "multilabel":
-            out = {(f"AP/{test.classes[int(k[3:])]}" if k.startswith("AP/") and int(k[3:]) < len(test.classes) else k): v
-                   for k, v in out.items()}
+        out = classifier_scores(task, dec, yte, self.ap, list(test.classes))
         out["C"] = C
         out[OUTCOMES] = classifier_outcomes(task, dec, yte, test.ids, self.ap)
         return out
