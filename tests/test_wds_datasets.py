@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import os
 import tarfile
 from pathlib import Path
@@ -210,6 +211,24 @@ def test_images_stored_in_shards_reach_the_model_as_the_same_pixels_as_in_memory
     from_shards, _, skipped = decode_batch(shards, preprocess, settings)
     in_memory, _, _ = decode_batch(digits, preprocess, settings)
     assert skipped == [] and from_shards.shape == (40, 1, 32, 32, 3) and np.array_equal(from_shards, in_memory)
+
+
+def test_a_plain_shard_is_read_where_each_image_lies_when_it_is_decoded(workdir):
+    """Items of plain tar shards hold where their bytes lie, not the bytes (a split is never in memory
+    at once); they travel to another process as that; a shard rewritten after the listing is refused
+    image by image (the bytes are checked against the listing's SHA-256), never read as another image."""
+    root = write_set(workdir / "data" / "plain")
+    items = plugins.create("dataset", "wds:plain", data_root="data").items("train")
+    first = items[0]
+    assert first.image.data == b"" and first.image.source == str(Path("data/plain/train/0.tar"))
+    assert first.image.read() == png(0, 0) and pickle.loads(pickle.dumps(first)).image.read() == png(0, 0)
+    with open(root / "train" / "0.tar", "r+b") as f:  # the first image changed in place, the shard's layout kept
+        data = f.read()
+        at = data.index(png(0, 0)) + 100
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0xFF]))
+    with pytest.raises(ValueError, match="is not the file the shard held when it was listed"):
+        first.image.read()
 
 
 # -- the signature: what the shards are, not where -------------------------------------------------------

@@ -27,11 +27,13 @@ re-extracts; a moved folder does not (the folder is not recorded, the name ``wds
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -275,6 +277,8 @@ class WebDatasetShards(Dataset):
         read: list[_Shard] = []
         for shard in shards:
             with open(shard, "rb") as f:
+                lazy = keep and not f.read(8).startswith(_COMPRESSED)  # a plain tar is read at random, later
+                f.seek(0)
                 stream = _HashingReader(f)
                 for sample in _samples(shard, stream):
                     key = sample["__key__"]
@@ -298,6 +302,10 @@ class WebDatasetShards(Dataset):
                     if ext is None:  # recorded as a skipped image, with the reason, like an unreadable file
                         image = EncodedImage(f"{shard}/{key} (its files: {', '.join(files)}; none is one of image_keys "
                                              f"{', '.join(keys)})", b"")
+                    elif lazy:  # read when decoded, checked to be the bytes listed: a split is never held in memory
+                        digest = hashlib.sha256(sample[ext]).hexdigest()
+                        image = EncodedImage(f"{shard}/{key}.{ext}", source=str(shard),
+                                             load=functools.partial(_member, str(shard), f"{key}.{ext}", digest))
                     else:
                         image = EncodedImage(f"{shard}/{key}.{ext}", sample[ext])
                     items.append(Item(key, image, label))
@@ -329,6 +337,32 @@ class WebDatasetShards(Dataset):
             raise AnnotationError(f"{where}: class id {k} is outside 0…{n_classes - 1} (classnames.txt names "
                                   f"{n_classes} classes); fix the label or classnames.txt")
         return k
+
+
+def _member(shard: str, name: str, sha256: str) -> bytes:
+    """One file of a plain (uncompressed) shard, read where the tar index says it lies, and checked
+    to be the bytes the shard held when it was listed (their SHA-256)."""
+    offset, size = _tar_index(shard, *_stamp(shard))[name]
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{shard}: {name} is not the file the shard held when it was listed (the shard changed "
+                         "since); run the same command again")
+    return data
+
+
+def _stamp(shard: str) -> tuple[int, int]:
+    st = os.stat(shard)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _tar_index(shard: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
+    """``{member name: (data offset, size)}`` of a plain tar, from its headers only (a new one when the
+    file's size or time changes)."""
+    with tarfile.open(shard, "r:") as t:
+        return {m.name: (m.offset_data, m.size) for m in t.getmembers() if m.isfile()}
 
 
 def _samples(shard: Path, stream: "_HashingReader"):
