@@ -85,7 +85,7 @@ class DatasetOptions(O.Options):
                                 check=O.as_path, record=False)
 
 
-class Dataset:
+class Dataset(O.Configured):
     """Base class for data-set plugins. Subclasses set the class attributes and implement ``items``."""
 
     name: str = ""
@@ -112,15 +112,10 @@ class Dataset:
         them), a direct call has its keywords parsed here; they then read as attributes
         (``self.train_on``) and :meth:`options` records them. Without ``Options``, a subclass keeps
         its own constructor and calls this one with ``data_root`` and ``path``."""
-        declared = O.options_of(type(self))
+        located = {k: v for k, v in (("data_root", data_root), ("path", path)) if v is not None}
+        declared = self._bind_options(options, {**given, **located}) if O.options_of(type(self)) else None
         if declared is not None:
-            if options is None:
-                given = {**given, **{k: v for k, v in (("data_root", data_root), ("path", path)) if v is not None}}
-                options = declared.parse(self.name or type(self).__name__, given)
-            elif given or data_root is not None or path is not None:
-                raise TypeError(f"{type(self).__name__}: give options parsed or as keywords, not both")
-            self.opts = options
-            data_root, path = options.data_root, options.path
+            data_root, path = declared.data_root, declared.path
         elif given:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {sorted(given)}")
         if path is not None:
@@ -157,11 +152,6 @@ class Dataset:
         opts = self.__dict__.get("opts")
         return opts.recorded() if opts is not None else {}
 
-    def __getattr__(self, name: str):
-        opts = self.__dict__.get("opts")
-        if opts is not None and name in opts.names():
-            return getattr(opts, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def extras(self, split: str) -> dict:
         """Per-split structures the heads need besides labels, stored as JSON in the feature file

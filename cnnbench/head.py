@@ -9,7 +9,7 @@ from . import options as O
 from .featureset import FeatureSet  # the contract's name for it: plugins import it from here
 
 
-class Head:
+class Head(O.Configured):
     """Base class for heads. ``evaluate`` sees only features, labels, the task and the data set's metric.
 
     What ``evaluate`` returns decides where each number goes (see :mod:`cnnbench.evaluate`):
@@ -29,15 +29,10 @@ class Head:
         (``LinearSVMHead(C=1)``) has them parsed here; its options then read as attributes
         (``self.C``) and :meth:`setup` derives the rest. ``params`` is what the run record keeps.
         A head without ``Options`` keeps its own constructor and passes ``params`` here as keywords."""
-        declared = O.options_of(type(self))
-        if declared is None:
+        options = self._bind_options(options, given)
+        if options is None:
             self.params = given
             return
-        if options is None:
-            options = declared.parse(self.name or type(self).__name__, given)
-        elif given:
-            raise TypeError(f"{type(self).__name__}: give options parsed or as keywords, not both")
-        self.opts = options
         self.params = options.recorded()
         self.setup()
 
@@ -45,11 +40,6 @@ class Head:
         """Derive what the options imply (a solver chosen from ``auto``, a device resolved); store a
         resolved value in ``self.params`` too, so the run record says what ran."""
 
-    def __getattr__(self, name: str):
-        opts = self.__dict__.get("opts")
-        if opts is not None and name in opts.names():
-            return getattr(opts, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def evaluate(self, train: FeatureSet, test: FeatureSet, task: str, *,
                  metric: str | None = None) -> dict[str, float]:

@@ -381,6 +381,31 @@ def as_path(name: str, value: Any) -> str:
     return value
 
 
+class Configured:
+    """What a plugin class built from declared options shares (``Head``, ``Dataset``): it binds them
+    once, as ``self.opts``, and reads them as attributes (``self.C``); an attribute it sets itself
+    (a value derived in ``setup()``) comes first."""
+
+    def _bind_options(self, options: Options | None, given: Mapping[str, Any]) -> Options | None:
+        """The class's declared options: ``options`` as :func:`cnnbench.plugins.create` parsed them,
+        else ``given`` parsed here (a direct call); None for a class that declares none."""
+        declared = options_of(type(self))
+        if declared is None:
+            return None
+        if options is None:
+            options = declared.parse(getattr(self, "name", "") or type(self).__name__, given)
+        elif given:
+            raise TypeError(f"{type(self).__name__}: give options parsed or as keywords, not both")
+        self.opts = options
+        return options
+
+    def __getattr__(self, name: str):
+        opts = self.__dict__.get("opts")
+        if opts is not None and name in opts.names():
+            return getattr(opts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
 def options_of(factory: Any) -> type[Options] | None:
     """The :class:`Options` class a plugin factory declares as its ``Options`` attribute, or None: a
     plugin that predates declared options (its signature is its declaration) or registers them with

@@ -109,8 +109,9 @@ class Result:
     record: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # as read, for writers
 
     @classmethod
-    def from_record(cls, record: dict, source: str | os.PathLike | None = None) -> "Result":
-        rec = check_record(dict(record), source or record.get("_path") or "a result")
+    def from_record(cls, record: dict, source: str | os.PathLike | None = None, *, checked: bool = False) -> "Result":
+        """``checked``: ``record`` is :func:`read_results`' (checked there), not to be checked again."""
+        rec = dict(record) if checked else check_record(dict(record), source or record.get("_path") or "a result")
         metrics, std = rec.get("metrics", {}), dict(rec.get("std") or {})
         spreads = {n for n in metrics if n.endswith(STD_SUFFIX) and n[: -len(STD_SUFFIX)] in metrics}
         for name in spreads:  # a flat metrics file's <name>_std, not yet split off: the spread of <name>
@@ -161,7 +162,7 @@ class Result:
 def load(metrics_path: str | os.PathLike) -> Result | None:
     """The result whose metrics file is ``metrics_path`` (None: the file is JSON of something else)."""
     record = read_results(metrics_path)
-    return None if record is None else Result.from_record(record, metrics_path)
+    return None if record is None else Result.from_record(record, metrics_path, checked=True)
 
 
 def as_results(records: Iterable[dict | Result]) -> list[Result]:
